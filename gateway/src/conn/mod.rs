@@ -1,0 +1,230 @@
+//! A WebSocket connection after the handshake: a reader task that decodes client messages and
+//! hands them to the plugin in order, and a writer task that drains the outbox in batches.
+
+pub mod codec;
+pub mod outbox;
+
+use crate::hub::{Conn, Hub};
+use crate::metrics::Metrics;
+use crate::plugin::{self, CallError, PluginSlot};
+use bytes::{Bytes, BytesMut};
+use codec::{Decoder, Message};
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tracing::Instrument;
+
+/// How long a closing connection waits for the peer's close frame.
+const CLOSE_GRACE: Duration = Duration::from_secs(2);
+/// How long a blocked write may take once a close is scheduled.
+const WRITE_GRACE: Duration = Duration::from_secs(1);
+/// Read size per readiness event.
+const READ_CHUNK: usize = 4096;
+
+/// The plugin's view of a connection.
+pub fn conn_info(c: &Conn) -> plugin::ConnInfo {
+    plugin::ConnInfo {
+        id: c.id,
+        route: c.route.to_string(),
+        path: c.path.to_string(),
+        query: c.query.to_string(),
+        headers: c.headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        remote_addr: c.remote.to_string(),
+        claims: c.claims.as_deref().map(str::to_string),
+        subprotocol: c.subprotocol.as_deref().map(str::to_string),
+        connected_at_ms: c.connected_at_ms,
+        last_seen_ms: c.last_seen_ms.load(Relaxed),
+        attachment: c.attachment.lock().to_vec(),
+    }
+}
+
+/// Runs an upgraded connection to its end, then reports the close to the plugin.
+pub async fn run(conn: Arc<Conn>, slot: Arc<PluginSlot>, hub: Arc<Hub>, metrics: Arc<Metrics>, stream: TcpStream, leftover: Bytes) {
+    let span = tracing::info_span!("conn", id = conn.id, remote = %conn.remote, route = %conn.route);
+    async move {
+        let _ = stream.set_nodelay(true);
+        let (rd, wr) = stream.into_split();
+        let writer = tokio::spawn(write_loop(conn.clone(), wr, metrics.clone()).in_current_span());
+        let (code, reason) = read_loop(&conn, &slot, rd, leftover, &metrics).await;
+        conn.outbox.close(code, &reason);
+        tracing::debug!(code, reason = %reason, "connection closed");
+        if let Err(e) = slot.on_close(&conn, code, &reason).await {
+            tracing::warn!("on-close failed: {e}");
+        }
+        hub.remove(conn.id);
+        let _ = writer.await;
+        metrics.connections_open.fetch_sub(1, Relaxed);
+    }
+    .instrument(span)
+    .await
+}
+
+async fn read_loop(conn: &Conn, slot: &PluginSlot, rd: OwnedReadHalf, leftover: Bytes, metrics: &Metrics) -> (u16, String) {
+    let mut buf = BytesMut::from(&leftover[..]);
+    drop(leftover);
+    let mut dec = Decoder::new(conn.limits.max_frame_bytes, conn.limits.max_message_bytes);
+    let mut closing_since: Option<tokio::time::Instant> = None;
+    loop {
+        // Handle every complete message already buffered.
+        loop {
+            let msg = match dec.decode(&mut buf) {
+                Ok(Some(m)) => m,
+                Ok(None) => break,
+                Err(e) => {
+                    metrics.protocol_closes.fetch_add(1, Relaxed);
+                    tracing::info!(code = e.close_code(), "closing connection: {e}");
+                    conn.outbox.close(e.close_code(), &e.to_string());
+                    return (e.close_code(), e.to_string());
+                }
+            };
+            conn.last_seen_ms.store(crate::auth::now_ms(), Relaxed);
+            let frame = match msg {
+                Message::Text(b) => plugin::Frame::Text(String::from_utf8(b.to_vec()).unwrap_or_default()),
+                Message::Binary(b) => plugin::Frame::Binary(b.to_vec()),
+                Message::Ping(p) => {
+                    conn.outbox.push(codec::encode(codec::op::PONG, &p));
+                    continue;
+                }
+                Message::Pong => continue,
+                Message::Close(code, reason) => {
+                    // Echo the peer's close; a close we started is already queued.
+                    conn.outbox.close(code.unwrap_or(1000), "");
+                    return match conn.outbox.close_state() {
+                        Some(c) if closing_since.is_some() => c,
+                        _ => (code.unwrap_or(1005), reason),
+                    };
+                }
+            };
+            if closing_since.is_some() {
+                continue;
+            }
+            metrics.frames_in.fetch_add(1, Relaxed);
+            if let Err(e) = slot.on_frame(conn, &frame).await {
+                let code = match e {
+                    CallError::Busy => 1013,
+                    _ => 1011,
+                };
+                tracing::warn!(code, "closing connection after plugin failure: {e}");
+                conn.outbox.close(code, "plugin error");
+                return (code, "plugin error".into());
+            }
+        }
+        // Release the buffer while idle so parked connections hold no read memory.
+        if buf.is_empty() && buf.capacity() > 0 {
+            buf = BytesMut::new();
+        }
+        if closing_since.is_none() && conn.outbox.close_state().is_some() {
+            closing_since = Some(tokio::time::Instant::now());
+        }
+        let deadline = closing_since.map(|t| t + CLOSE_GRACE);
+        tokio::select! {
+            r = rd.readable() => {
+                if r.is_err() {
+                    return closed_reason(conn);
+                }
+                buf.reserve(READ_CHUNK);
+                match rd.try_read_buf(&mut buf) {
+                    Ok(0) => return closed_reason(conn),
+                    Ok(n) => { metrics.bytes_in.fetch_add(n as u64, Relaxed); }
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                    Err(_) => return closed_reason(conn),
+                }
+            }
+            _ = conn.outbox.closing.notified(), if closing_since.is_none() => {}
+            _ = sleep_until_opt(deadline) => return closed_reason(conn),
+        }
+    }
+}
+
+/// The close code to report when the socket ended: ours if we closed, else 1006.
+fn closed_reason(conn: &Conn) -> (u16, String) {
+    conn.outbox
+        .close_state()
+        .unwrap_or((1006, "connection lost".into()))
+}
+
+async fn sleep_until_opt(t: Option<tokio::time::Instant>) {
+    match t {
+        Some(t) => tokio::time::sleep_until(t).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn write_loop(conn: Arc<Conn>, mut wr: OwnedWriteHalf, metrics: Arc<Metrics>) {
+    let ping_every = Duration::from_millis(conn.limits.ping_interval_ms.max(100));
+    let idle_ms = conn.limits.idle_timeout_ms;
+    let mut frames: Vec<Bytes> = Vec::new();
+    let mut buf: Vec<u8> = Vec::new();
+    let mut next_ping = tokio::time::Instant::now() + ping_every;
+    loop {
+        let close = conn.outbox.drain(&mut frames);
+        if !frames.is_empty() {
+            let n = frames.len();
+            let r = if n == 1 {
+                write_guarded(&conn, &mut wr, &frames[0]).await
+            } else {
+                buf.clear();
+                for f in &frames {
+                    buf.extend_from_slice(f);
+                }
+                write_guarded(&conn, &mut wr, &buf).await
+            };
+            frames.clear();
+            if buf.capacity() > 256 << 10 {
+                buf = Vec::new();
+            }
+            if frames.capacity() > 1024 {
+                frames = Vec::new();
+            }
+            match r {
+                Ok(bytes) => {
+                    metrics.bytes_out.fetch_add(bytes as u64, Relaxed);
+                    metrics.write_batches.fetch_add(1, Relaxed);
+                }
+                Err(_) => {
+                    conn.outbox.close(1006, "write failed");
+                    return;
+                }
+            }
+        }
+        if let Some((code, reason)) = close {
+            if code != 1006 {
+                let f = codec::encode_close(code, &reason);
+                let _ = tokio::time::timeout(WRITE_GRACE, wr.write_all(&f)).await;
+            }
+            let _ = tokio::time::timeout(WRITE_GRACE, wr.shutdown()).await;
+            return;
+        }
+        tokio::select! {
+            _ = conn.outbox.wake.notified() => {}
+            _ = tokio::time::sleep_until(next_ping) => {
+                next_ping = tokio::time::Instant::now() + ping_every;
+                let silent = crate::auth::now_ms().saturating_sub(conn.last_seen_ms.load(Relaxed));
+                if silent >= idle_ms {
+                    tracing::info!(silent_ms = silent, "idle timeout");
+                    conn.outbox.close(1001, "idle timeout");
+                } else {
+                    conn.outbox.push(codec::encode(codec::op::PING, b""));
+                }
+            }
+        }
+    }
+}
+
+/// Writes everything, giving up shortly after a close is scheduled if the peer is not reading.
+async fn write_guarded(conn: &Conn, wr: &mut OwnedWriteHalf, data: &[u8]) -> std::io::Result<usize> {
+    let fut = wr.write_all(data);
+    tokio::pin!(fut);
+    tokio::select! {
+        r = &mut fut => r.map(|_| data.len()),
+        _ = conn.outbox.closing.notified() => {
+            match tokio::time::timeout(WRITE_GRACE, fut).await {
+                Ok(r) => r.map(|_| data.len()),
+                Err(_) => Err(std::io::ErrorKind::TimedOut.into()),
+            }
+        }
+    }
+}

@@ -1,0 +1,263 @@
+//! Live connections and topic membership. Fan-out happens here, natively: one publish clones
+//! a shared, already-encoded frame into each subscriber's bounded outbox.
+
+use crate::config::Limits;
+use crate::conn::outbox::{Outbox, Push};
+use crate::metrics::Metrics;
+use bytes::Bytes;
+use parking_lot::{Mutex, RwLock};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+/// A connection id, unique within the process.
+pub type ConnId = u64;
+
+/// One WebSocket connection as the host tracks it.
+pub struct Conn {
+    /// Process-unique id.
+    pub id: ConnId,
+    /// The plugin handling it.
+    pub plugin: Arc<str>,
+    /// The route pattern that accepted it.
+    pub route: Arc<str>,
+    /// Upgrade request path.
+    pub path: Box<str>,
+    /// Upgrade request query string.
+    pub query: Box<str>,
+    /// Upgrade request headers (lower-case names).
+    pub headers: Box<[(Box<str>, Box<str>)]>,
+    /// Peer address.
+    pub remote: SocketAddr,
+    /// Verified claims as JSON.
+    pub claims: Option<Arc<str>>,
+    /// Negotiated subprotocol.
+    pub subprotocol: Option<Box<str>>,
+    /// Unix ms when accepted.
+    pub connected_at_ms: u64,
+    /// Unix ms of the last frame from the client.
+    pub last_seen_ms: AtomicU64,
+    /// Bytes the plugin stored with the connection.
+    pub attachment: Mutex<Bytes>,
+    /// Topic keys this connection is subscribed to.
+    topics: Mutex<Vec<Arc<str>>>,
+    /// Frames waiting to be written.
+    pub outbox: Outbox,
+    /// Effective limits of its route.
+    pub limits: Limits,
+}
+
+/// Everything needed to register a connection.
+pub struct ConnSpec {
+    /// The plugin handling it.
+    pub plugin: Arc<str>,
+    /// The route pattern.
+    pub route: Arc<str>,
+    /// Request path.
+    pub path: String,
+    /// Raw query.
+    pub query: String,
+    /// Request headers.
+    pub headers: Vec<(String, String)>,
+    /// Peer address.
+    pub remote: SocketAddr,
+    /// Verified claims as JSON.
+    pub claims: Option<String>,
+    /// Negotiated subprotocol.
+    pub subprotocol: Option<String>,
+    /// Effective limits.
+    pub limits: Limits,
+}
+
+/// Why a hub operation failed.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum HubError {
+    /// No such connection.
+    #[error("connection not found")]
+    NotFound,
+    /// The connection is at its topic limit.
+    #[error("too many topics for one connection (limit {0})")]
+    TooManyTopics(usize),
+}
+
+/// Most topics one connection may join.
+pub const MAX_TOPICS_PER_CONN: usize = 1024;
+
+/// Connections and topics of the whole process.
+pub struct Hub {
+    conns: RwLock<HashMap<ConnId, Arc<Conn>>>,
+    topics: RwLock<HashMap<Arc<str>, HashMap<ConnId, Arc<Conn>>>>,
+    next_id: AtomicU64,
+    metrics: Arc<Metrics>,
+}
+
+impl Hub {
+    /// An empty hub reporting into `metrics`.
+    pub fn new(metrics: Arc<Metrics>) -> Self {
+        Self {
+            conns: RwLock::default(),
+            topics: RwLock::default(),
+            next_id: AtomicU64::new(1),
+            metrics,
+        }
+    }
+
+    /// Registers a new connection; its outbox accepts frames at once.
+    pub fn register(&self, spec: ConnSpec) -> Arc<Conn> {
+        let id = self.next_id.fetch_add(1, Relaxed);
+        let now = crate::auth::now_ms();
+        let conn = Arc::new(Conn {
+            id,
+            plugin: spec.plugin,
+            route: spec.route,
+            path: spec.path.into(),
+            query: spec.query.into(),
+            headers: spec
+                .headers
+                .into_iter()
+                .map(|(k, v)| (k.into_boxed_str(), v.into_boxed_str()))
+                .collect(),
+            remote: spec.remote,
+            claims: spec.claims.map(Arc::from),
+            subprotocol: spec.subprotocol.map(String::into_boxed_str),
+            connected_at_ms: now,
+            last_seen_ms: AtomicU64::new(now),
+            attachment: Mutex::new(Bytes::new()),
+            topics: Mutex::new(Vec::new()),
+            outbox: Outbox::new(spec.limits.queue_max_bytes, spec.limits.queue_max_frames),
+            limits: spec.limits,
+        });
+        self.conns.write().insert(id, conn.clone());
+        conn
+    }
+
+    /// Forgets a connection and all its subscriptions.
+    pub fn remove(&self, id: ConnId) {
+        let Some(conn) = self.conns.write().remove(&id) else {
+            return;
+        };
+        let topics = std::mem::take(&mut *conn.topics.lock());
+        if topics.is_empty() {
+            return;
+        }
+        let mut map = self.topics.write();
+        for t in topics {
+            if let Some(m) = map.get_mut(&t) {
+                m.remove(&id);
+                if m.is_empty() {
+                    map.remove(&t);
+                }
+            }
+        }
+    }
+
+    /// A connection by id.
+    pub fn get(&self, id: ConnId) -> Option<Arc<Conn>> {
+        self.conns.read().get(&id).cloned()
+    }
+
+    /// Every live connection.
+    pub fn all(&self) -> Vec<Arc<Conn>> {
+        self.conns.read().values().cloned().collect()
+    }
+
+    /// Number of live connections.
+    pub fn len(&self) -> usize {
+        self.conns.read().len()
+    }
+
+    /// Whether no connection is live.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Queues an encoded frame for one connection.
+    pub fn send(&self, id: ConnId, frame: Bytes) -> Result<(), HubError> {
+        let conn = self.get(id).ok_or(HubError::NotFound)?;
+        self.deliver(&conn, frame);
+        Ok(())
+    }
+
+    /// Queues an encoded frame on a connection, applying the slow-consumer policy.
+    pub fn deliver(&self, conn: &Conn, frame: Bytes) -> bool {
+        match conn.outbox.push(frame) {
+            Push::Queued => {
+                self.metrics.frames_out.fetch_add(1, Relaxed);
+                true
+            }
+            Push::Overflow => {
+                self.metrics.slow_consumer_drops.fetch_add(1, Relaxed);
+                tracing::warn!(conn = conn.id, remote = %conn.remote, "slow consumer: outbound queue full, closing with 1008");
+                false
+            }
+            Push::Closed => false,
+        }
+    }
+
+    /// Adds a connection to a topic; returns the topic's local member count afterwards.
+    pub fn subscribe(&self, id: ConnId, topic: &str) -> Result<u32, HubError> {
+        let conn = self.get(id).ok_or(HubError::NotFound)?;
+        let mut ct = conn.topics.lock();
+        let mut map = self.topics.write();
+        let key: Arc<str> = match map.get_key_value(topic) {
+            Some((k, _)) => k.clone(),
+            None => Arc::from(topic),
+        };
+        let members = map.entry(key.clone()).or_default();
+        if members.insert(id, conn.clone()).is_none() {
+            if ct.len() >= MAX_TOPICS_PER_CONN {
+                members.remove(&id);
+                if members.is_empty() {
+                    map.remove(topic);
+                }
+                return Err(HubError::TooManyTopics(MAX_TOPICS_PER_CONN));
+            }
+            ct.push(key);
+        }
+        Ok(map.get(topic).map_or(0, |m| m.len() as u32))
+    }
+
+    /// Removes a connection from a topic; returns how many local members remain.
+    pub fn unsubscribe(&self, id: ConnId, topic: &str) -> Result<u32, HubError> {
+        let conn = self.get(id).ok_or(HubError::NotFound)?;
+        let mut ct = conn.topics.lock();
+        ct.retain(|t| &**t != topic);
+        let mut map = self.topics.write();
+        let remaining = match map.get_mut(topic) {
+            Some(m) => {
+                m.remove(&id);
+                m.len() as u32
+            }
+            None => 0,
+        };
+        if remaining == 0 {
+            map.remove(topic);
+        }
+        Ok(remaining)
+    }
+
+    /// The local members of a topic.
+    pub fn members(&self, topic: &str) -> Vec<ConnId> {
+        self.topics
+            .read()
+            .get(topic)
+            .map(|m| m.keys().copied().collect())
+            .unwrap_or_default()
+    }
+
+    /// Queues one shared frame to every member of a topic except `except`; returns the count.
+    pub fn publish(&self, topic: &str, frame: &Bytes, except: Option<ConnId>) -> u32 {
+        let map = self.topics.read();
+        let Some(members) = map.get(topic) else {
+            return 0;
+        };
+        let mut n = 0;
+        for (id, conn) in members {
+            if Some(*id) != except && self.deliver(conn, frame.clone()) {
+                n += 1;
+            }
+        }
+        n
+    }
+}

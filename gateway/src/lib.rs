@@ -1,0 +1,13 @@
+//! The gateway: authenticates and multiplexes WebSocket and HTTP clients and runs their
+//! protocol logic in hot-reloadable wasm plugins.
+#![deny(missing_docs)]
+
+pub mod app;
+pub mod auth;
+pub mod config;
+pub mod conn;
+pub mod hub;
+pub mod kv;
+pub mod metrics;
+pub mod plugin;
+pub mod server;

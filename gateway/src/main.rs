@@ -1,0 +1,171 @@
+//! The `gateway` command: `serve`, `token` and `check`.
+
+use anyhow::{Context, bail};
+use gateway::{app::App, auth, config::Config};
+use std::path::PathBuf;
+
+const USAGE: &str = "usage:
+  gateway serve [--config FILE] [--listen ADDR]   run the gateway (default config: plugins.toml)
+  gateway token --sub ID [--claim k=v]... [--ttl 1h]  mint an HS256 token with GATEWAY_JWT_SECRET
+  gateway check [FILE]                             validate a config file offline
+
+environment: GATEWAY_CONFIG, GATEWAY_LISTEN, GATEWAY_JWT_SECRET, GATEWAY_ADMIN_KEY, RUST_LOG";
+
+fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let (cmd, rest) = args.split_first().map(|(c, r)| (c.as_str(), r)).unwrap_or(("", &[]));
+    match cmd {
+        "serve" => serve(rest),
+        "token" => token(rest),
+        "check" => check(rest),
+        "-h" | "--help" | "help" => {
+            println!("{USAGE}");
+            Ok(())
+        }
+        _ => {
+            eprintln!("{USAGE}");
+            std::process::exit(2)
+        }
+    }
+}
+
+fn flag<'a>(rest: &'a [String], name: &str) -> anyhow::Result<Option<&'a str>> {
+    match rest.iter().position(|a| a == name) {
+        Some(i) => rest
+            .get(i + 1)
+            .map(|v| Some(v.as_str()))
+            .with_context(|| format!("{name} needs a value")),
+        None => Ok(None),
+    }
+}
+
+fn config_path(explicit: Option<&str>) -> PathBuf {
+    explicit
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("GATEWAY_CONFIG").map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from("plugins.toml"))
+}
+
+fn check(rest: &[String]) -> anyhow::Result<()> {
+    let path = config_path(rest.first().map(String::as_str));
+    match Config::load(&path).map_err(anyhow::Error::from).and_then(|c| {
+        auth::Authenticator::new(&c)?;
+        Ok(c)
+    }) {
+        Ok(c) => {
+            println!(
+                "{}: ok ({} plugins, {} routes, {} listeners)",
+                path.display(),
+                c.plugins.len(),
+                c.routes.len(),
+                c.server.listen.len()
+            );
+            Ok(())
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            std::process::exit(1)
+        }
+    }
+}
+
+fn parse_ttl(s: &str) -> anyhow::Result<u64> {
+    let (num, mult) = match s.chars().last() {
+        Some('s') => (&s[..s.len() - 1], 1),
+        Some('m') => (&s[..s.len() - 1], 60),
+        Some('h') => (&s[..s.len() - 1], 3600),
+        Some('d') => (&s[..s.len() - 1], 86400),
+        _ => (s, 1),
+    };
+    Ok(num.parse::<u64>().with_context(|| format!("bad --ttl '{s}'"))? * mult)
+}
+
+fn token(rest: &[String]) -> anyhow::Result<()> {
+    let sub = flag(rest, "--sub")?.context("--sub ID is required")?;
+    let ttl = parse_ttl(flag(rest, "--ttl")?.unwrap_or("1h"))?;
+    if std::env::var("GATEWAY_JWT_SECRET").map_or(true, |s| s.is_empty()) {
+        bail!("GATEWAY_JWT_SECRET is not set (without it, `gateway serve` makes an ephemeral secret and prints a dev token)");
+    }
+    let now = auth::now_ms() / 1000;
+    let mut claims = serde_json::json!({"sub": sub, "iat": now, "exp": now + ttl});
+    for (i, a) in rest.iter().enumerate() {
+        if a == "--claim" {
+            let kv = rest.get(i + 1).context("--claim needs k=v")?;
+            let (k, v) = kv.split_once('=').context("--claim needs k=v")?;
+            let v = serde_json::from_str(v).unwrap_or_else(|_| serde_json::Value::String(v.into()));
+            claims[k] = v;
+        }
+    }
+    println!("{}", auth::mint_hs256(&auth::default_secret(), &claims)?);
+    Ok(())
+}
+
+fn serve(rest: &[String]) -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let path = config_path(flag(rest, "--config")?);
+    let mut config = Config::load(&path)?;
+    let listen = flag(rest, "--listen")?
+        .map(str::to_string)
+        .or_else(|| std::env::var("GATEWAY_LISTEN").ok());
+    if let Some(l) = listen {
+        config.server.listen[0] = l.parse().with_context(|| format!("bad listen address '{l}'"))?;
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    rt.block_on(async move {
+        let app = App::new(config).await?;
+        let running = app.clone().start().await?;
+        for a in &running.addrs {
+            println!("gateway listening on {a}");
+        }
+        banner(&app, running.addrs[0]);
+        shutdown_signal().await;
+        running.shutdown().await;
+        anyhow::Ok(())
+    })
+}
+
+fn banner(app: &App, addr: std::net::SocketAddr) {
+    use std::fmt::Write;
+    let mut out = String::new();
+    for (profile, secret) in app.auth.ephemeral() {
+        let now = auth::now_ms() / 1000;
+        let claims = serde_json::json!({"sub": "dev-user", "username": "dev", "iat": now, "exp": now + 86400});
+        if let Ok(t) = auth::mint_hs256(secret, &claims) {
+            let _ = writeln!(out, "\nNo GATEWAY_JWT_SECRET set: auth profile '{profile}' uses an ephemeral secret for this run.");
+            let _ = writeln!(out, "Dev token (24 h, sub=dev-user):\n  {t}");
+        }
+        for r in &app.config.routes {
+            if r.auth.as_deref() == Some(profile) && r.kind == gateway::config::RouteKind::Websocket {
+                let _ = writeln!(out, "Try:  npx wscat -c 'ws://{addr}{}?token=<dev token>'", r.path);
+            }
+        }
+    }
+    let _ = writeln!(out, "Health: http://{addr}/health   Metrics: http://{addr}/metrics");
+    if app.admin_key.is_none() {
+        let _ = writeln!(out, "Admin routes answer 503 until GATEWAY_ADMIN_KEY is set.");
+    }
+    println!("{out}");
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => return ctrl_c.await.unwrap_or(()),
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
