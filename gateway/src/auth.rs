@@ -293,6 +293,15 @@ impl Verifier {
         Err(last)
     }
 
+    /// When verified claims expire, in unix milliseconds.
+    pub fn expiry_ms(&self, claims: &serde_json::Map<String, serde_json::Value>) -> Option<u64> {
+        let exp = claims.get("exp")?.as_f64()?;
+        Some(match self.exp_unit {
+            ExpUnit::Seconds => exp * 1000.0,
+            ExpUnit::Milliseconds => exp,
+        } as u64)
+    }
+
     fn check_claims(
         &self,
         claims: serde_json::Map<String, serde_json::Value>,

@@ -46,6 +46,8 @@ pub struct Conn {
     pub outbox: Outbox,
     /// Effective limits of its route.
     pub limits: Limits,
+    /// Unix ms when the connection's token expires; the connection is closed then.
+    pub expires_at_ms: Option<u64>,
 }
 
 /// Everything needed to register a connection.
@@ -68,6 +70,8 @@ pub struct ConnSpec {
     pub subprotocol: Option<String>,
     /// Effective limits.
     pub limits: Limits,
+    /// Unix ms when the token expires.
+    pub expires_at_ms: Option<u64>,
 }
 
 /// Why a hub operation failed.
@@ -127,6 +131,7 @@ impl Hub {
             topics: Mutex::new(Vec::new()),
             outbox: Outbox::new(spec.limits.queue_max_bytes, spec.limits.queue_max_frames),
             limits: spec.limits,
+            expires_at_ms: spec.expires_at_ms,
         });
         self.conns.write().insert(id, conn.clone());
         conn

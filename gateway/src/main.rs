@@ -116,6 +116,11 @@ fn serve(rest: &[String]) -> anyhow::Result<()> {
     if let Some(l) = listen {
         config.server.listen[0] = l.parse().with_context(|| format!("bad listen address '{l}'"))?;
     }
+    // Every connection is a file descriptor: use the whole hard limit.
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(n) => tracing::debug!(nofile = n, "file descriptor limit"),
+        Err(e) => tracing::warn!("could not raise the file descriptor limit: {e}"),
+    }
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(async move {
         let app = App::new(config).await?;

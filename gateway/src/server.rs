@@ -135,10 +135,13 @@ fn headers(req: &Request<Incoming>) -> Vec<(String, String)> {
         .collect()
 }
 
+/// What a verified request carries: claims JSON, the subprotocol to echo, the expiry.
+type Authed = (Option<String>, Option<String>, Option<u64>);
+
 /// Verifies the route's token; the error is the ready 401 response.
-fn authenticate(app: &App, route: &Route, req: &Request<Incoming>) -> Result<(Option<String>, Option<String>), Box<Response<Body>>> {
+fn authenticate(app: &App, route: &Route, req: &Request<Incoming>) -> Result<Authed, Box<Response<Body>>> {
     let Some(profile) = &route.auth else {
-        return Ok((None, None));
+        return Ok((None, None, None));
     };
     let Some(v) = app.auth.profile(profile) else {
         return Err(Box::new(error(StatusCode::INTERNAL_SERVER_ERROR, "auth profile missing")));
@@ -154,7 +157,8 @@ fn authenticate(app: &App, route: &Route, req: &Request<Incoming>) -> Result<(Op
     };
     let found = v.find_token(&carrier).ok_or_else(|| unauthorized("missing token".into()))?;
     let claims = v.verify(&found.token).map_err(|e| unauthorized(e.to_string()))?;
-    Ok((Some(serde_json::Value::Object(claims).to_string()), found.subprotocol))
+    let exp = v.expiry_ms(&claims);
+    Ok((Some(serde_json::Value::Object(claims).to_string()), found.subprotocol, exp))
 }
 
 async fn websocket(app: &Arc<App>, route: &Route, remote: SocketAddr, mut req: Request<Incoming>) -> Response<Body> {
@@ -165,7 +169,7 @@ async fn websocket(app: &Arc<App>, route: &Route, remote: SocketAddr, mut req: R
     if !route.origin_allowed(header(&req, "origin")) {
         return refuse(app, error(StatusCode::FORBIDDEN, "origin not allowed"));
     }
-    let (claims, subprotocol) = match authenticate(app, route, &req) {
+    let (claims, subprotocol, expires_at_ms) = match authenticate(app, route, &req) {
         Ok(x) => x,
         Err(r) => return refuse(app, *r),
     };
@@ -182,6 +186,7 @@ async fn websocket(app: &Arc<App>, route: &Route, remote: SocketAddr, mut req: R
         claims,
         subprotocol: subprotocol.clone(),
         limits: route.limits.apply(app.config.limits),
+        expires_at_ms,
     };
     let (resp, fut) = match fastwebsockets::upgrade::upgrade(&mut req) {
         Ok(x) => x,
@@ -274,7 +279,7 @@ async fn http_route(app: &Arc<App>, route: &Route, remote: SocketAddr, req: Requ
     if !route.origin_allowed(header(&req, "origin")) {
         return error(StatusCode::FORBIDDEN, "origin not allowed");
     }
-    let (claims, _) = match authenticate(app, route, &req) {
+    let (claims, _, _) = match authenticate(app, route, &req) {
         Ok(x) => x,
         Err(r) => return *r,
     };

@@ -198,11 +198,27 @@ async fn write_loop(conn: Arc<Conn>, mut wr: OwnedWriteHalf, metrics: Arc<Metric
             let _ = tokio::time::timeout(WRITE_GRACE, wr.shutdown()).await;
             return;
         }
+        let wake_at = match conn.expires_at_ms {
+            Some(exp) => {
+                let left = exp.saturating_sub(crate::auth::now_ms());
+                next_ping.min(tokio::time::Instant::now() + Duration::from_millis(left))
+            }
+            None => next_ping,
+        };
         tokio::select! {
             _ = conn.outbox.wake.notified() => {}
-            _ = tokio::time::sleep_until(next_ping) => {
+            _ = tokio::time::sleep_until(wake_at) => {
+                let now = crate::auth::now_ms();
+                if conn.expires_at_ms.is_some_and(|e| now >= e) {
+                    tracing::info!("token expired");
+                    conn.outbox.close(4001, "token expired");
+                    continue;
+                }
+                if tokio::time::Instant::now() < next_ping {
+                    continue;
+                }
                 next_ping = tokio::time::Instant::now() + ping_every;
-                let silent = crate::auth::now_ms().saturating_sub(conn.last_seen_ms.load(Relaxed));
+                let silent = now.saturating_sub(conn.last_seen_ms.load(Relaxed));
                 if silent >= idle_ms {
                     tracing::info!(silent_ms = silent, "idle timeout");
                     conn.outbox.close(1001, "idle timeout");
