@@ -50,17 +50,29 @@ impl App {
         let hub = Arc::new(Hub::new(metrics.clone()));
         let auth = Arc::new(Authenticator::new(&config)?);
         let total: u32 = config.plugins.values().map(|p| p.max_instances).sum();
-        let max_mem = config.plugins.values().map(|p| p.memory_limit_mb).max().unwrap_or(64) << 20;
+        let max_mem = config
+            .plugins
+            .values()
+            .map(|p| p.memory_limit_mb)
+            .max()
+            .unwrap_or(64)
+            << 20;
         // Room for a second generation of every pool during reloads.
-        let pe = PluginEngine::new((total * 2).max(16), max_mem, config.resolve(&config.server.cache_dir))?;
+        let pe = PluginEngine::new(
+            (total * 2).max(16),
+            max_mem,
+            config.resolve(&config.server.cache_dir),
+        )?;
         let mut plugins = BTreeMap::new();
         for (name, pc) in &config.plugins {
             let path = config.resolve(&pc.wasm);
             let pe2 = pe.clone();
-            let (component, hash) = tokio::task::spawn_blocking(move || load_component(&pe2, &path))
-                .await?
-                .with_context(|| format!("plugin '{name}'"))?;
-            let pre = PluginSlot::link(&pe.engine, &component).with_context(|| format!("plugin '{name}': linking"))?;
+            let (component, hash) =
+                tokio::task::spawn_blocking(move || load_component(&pe2, &path))
+                    .await?
+                    .with_context(|| format!("plugin '{name}'"))?;
+            let pre = PluginSlot::link(&pe.engine, &component)
+                .with_context(|| format!("plugin '{name}': linking"))?;
             let version = PluginVersion {
                 generation: 1,
                 hash,
@@ -93,7 +105,9 @@ impl App {
             metrics,
             plugins,
             started: Instant::now(),
-            admin_key: std::env::var("GATEWAY_ADMIN_KEY").ok().filter(|k| !k.is_empty()),
+            admin_key: std::env::var("GATEWAY_ADMIN_KEY")
+                .ok()
+                .filter(|k| !k.is_empty()),
         }))
     }
 
@@ -102,7 +116,9 @@ impl App {
         let (stop, stop_rx) = watch::channel(false);
         let mut addrs = Vec::new();
         for addr in &self.config.server.listen {
-            let l = TcpListener::bind(addr).await.with_context(|| format!("listen on {addr}"))?;
+            let l = TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("listen on {addr}"))?;
             let local = l.local_addr()?;
             addrs.push(local);
             tokio::spawn(crate::server::accept_loop(self.clone(), l, stop_rx.clone()));
@@ -131,7 +147,10 @@ impl Running {
         }
         let left = self.app.hub.len();
         if left > 0 {
-            tracing::warn!(connections = left, "shutdown grace elapsed with connections still open");
+            tracing::warn!(
+                connections = left,
+                "shutdown grace elapsed with connections still open"
+            );
         }
     }
 }

@@ -160,11 +160,12 @@ impl Verifier {
         }
         let pem = match (&p.public_key_file, &p.public_key_env) {
             (Some(f), _) => {
-                let path = if f.is_absolute() { f.clone() } else { base.join(f) };
-                Some(
-                    std::fs::read(&path)
-                        .map_err(|e| err(format!("{}: {e}", path.display())))?,
-                )
+                let path = if f.is_absolute() {
+                    f.clone()
+                } else {
+                    base.join(f)
+                };
+                Some(std::fs::read(&path).map_err(|e| err(format!("{}: {e}", path.display())))?)
             }
             (None, Some(var)) => Some(
                 std::env::var(var)
@@ -174,7 +175,10 @@ impl Verifier {
             _ => None,
         };
         if let Some(pem) = pem {
-            let key = if algorithms.iter().any(|a| matches!(a, Algorithm::ES256 | Algorithm::ES384)) {
+            let key = if algorithms
+                .iter()
+                .any(|a| matches!(a, Algorithm::ES256 | Algorithm::ES384))
+            {
                 DecodingKey::from_ec_pem(&pem)
             } else if algorithms.contains(&Algorithm::EdDSA) {
                 DecodingKey::from_ed_pem(&pem)
@@ -185,7 +189,11 @@ impl Verifier {
             keys.push((None, key));
         }
         if let Some(f) = &p.jwk_file {
-            let path = if f.is_absolute() { f.clone() } else { base.join(f) };
+            let path = if f.is_absolute() {
+                f.clone()
+            } else {
+                base.join(f)
+            };
             let text = std::fs::read_to_string(&path)
                 .map_err(|e| err(format!("{}: {e}", path.display())))?;
             let set: JwkSet = serde_json::from_str(&text)
@@ -269,11 +277,17 @@ impl Verifier {
     }
 
     /// Verifies a token and returns its claims.
-    pub fn verify(&self, token: &str) -> Result<serde_json::Map<String, serde_json::Value>, AuthError> {
-        let header = jsonwebtoken::decode_header(token)
-            .map_err(|e| AuthError::Invalid(e.to_string()))?;
+    pub fn verify(
+        &self,
+        token: &str,
+    ) -> Result<serde_json::Map<String, serde_json::Value>, AuthError> {
+        let header =
+            jsonwebtoken::decode_header(token).map_err(|e| AuthError::Invalid(e.to_string()))?;
         if !self.algorithms.contains(&header.alg) {
-            return Err(AuthError::Invalid(format!("algorithm {:?} not allowed", header.alg)));
+            return Err(AuthError::Invalid(format!(
+                "algorithm {:?} not allowed",
+                header.alg
+            )));
         }
         let candidates = self
             .keys
@@ -348,14 +362,18 @@ impl Authenticator {
     pub fn new(cfg: &crate::config::Config) -> Result<Self, AuthSetupError> {
         let mut profiles = BTreeMap::new();
         for (name, p) in &cfg.auth {
-            profiles.insert(name.clone(), Arc::new(Verifier::new(name, p, &cfg.base_dir)?));
+            profiles.insert(
+                name.clone(),
+                Arc::new(Verifier::new(name, p, &cfg.base_dir)?),
+            );
         }
         Ok(Self { profiles })
     }
 
     /// A profile by name; "" means `default`.
     pub fn profile(&self, name: &str) -> Option<&Arc<Verifier>> {
-        self.profiles.get(if name.is_empty() { "default" } else { name })
+        self.profiles
+            .get(if name.is_empty() { "default" } else { name })
     }
 
     /// The profiles whose HMAC secret was generated for this process.
@@ -367,7 +385,10 @@ impl Authenticator {
 }
 
 /// Mints an HS256 token; used by `gateway token` and the dev banner.
-pub fn mint_hs256(secret: &str, claims: &serde_json::Value) -> Result<String, jsonwebtoken::errors::Error> {
+pub fn mint_hs256(
+    secret: &str,
+    claims: &serde_json::Value,
+) -> Result<String, jsonwebtoken::errors::Error> {
     jsonwebtoken::encode(
         &jsonwebtoken::Header::new(Algorithm::HS256),
         claims,
@@ -411,16 +432,14 @@ pub fn percent_decode(s: &str) -> String {
     let mut i = 0;
     while i < b.len() {
         match b[i] {
-            b'%' if i + 2 < b.len() => {
-                match (hex_val(b[i + 1]), hex_val(b[i + 2])) {
-                    (Some(h), Some(l)) => {
-                        out.push(h * 16 + l);
-                        i += 3;
-                        continue;
-                    }
-                    _ => out.push(b'%'),
+            b'%' if i + 2 < b.len() => match (hex_val(b[i + 1]), hex_val(b[i + 2])) {
+                (Some(h), Some(l)) => {
+                    out.push(h * 16 + l);
+                    i += 3;
+                    continue;
                 }
-            }
+                _ => out.push(b'%'),
+            },
             b'+' => out.push(b' '),
             c => out.push(c),
         }
@@ -487,6 +506,9 @@ mod tests {
                 subprotocols: Some("foo, yauth-abc"),
             })
             .unwrap();
-        assert_eq!((t.token.as_str(), t.subprotocol.as_deref()), ("abc", Some("yauth-abc")));
+        assert_eq!(
+            (t.token.as_str(), t.subprotocol.as_deref()),
+            ("abc", Some("yauth-abc"))
+        );
     }
 }

@@ -302,10 +302,7 @@ impl Config {
     /// Parses and validates configuration text; `name` is used in error messages.
     pub fn parse(text: &str, name: &str, base_dir: &Path) -> Result<Config, ConfigError> {
         let mut cfg: Config = toml::from_str(text).map_err(|e| {
-            let (line, col) = e
-                .span()
-                .map(|s| line_col(text, s.start))
-                .unwrap_or((1, 1));
+            let (line, col) = e.span().map(|s| line_col(text, s.start)).unwrap_or((1, 1));
             ConfigError::Parse {
                 path: name.to_string(),
                 line,

@@ -39,18 +39,30 @@ impl Kv {
     }
 
     /// Writes `key`, expiring `ttl_ms` after `now_ms` when given.
-    pub fn set(&self, key: String, value: Vec<u8>, ttl_ms: Option<u64>, now_ms: u64) -> Result<(), KvError> {
+    pub fn set(
+        &self,
+        key: String,
+        value: Vec<u8>,
+        ttl_ms: Option<u64>,
+        now_ms: u64,
+    ) -> Result<(), KvError> {
         if key.len() > MAX_KEY {
-            return Err(KvError::TooLarge(format!("key longer than {MAX_KEY} bytes")));
+            return Err(KvError::TooLarge(format!(
+                "key longer than {MAX_KEY} bytes"
+            )));
         }
         if value.len() > MAX_VALUE {
-            return Err(KvError::TooLarge(format!("value larger than {MAX_VALUE} bytes")));
+            return Err(KvError::TooLarge(format!(
+                "value larger than {MAX_VALUE} bytes"
+            )));
         }
         let mut m = self.map.lock();
         if m.len() >= MAX_ENTRIES && !m.contains_key(&key) {
             m.retain(|_, (_, exp)| exp.is_none_or(|e| e > now_ms));
             if m.len() >= MAX_ENTRIES {
-                return Err(KvError::TooLarge(format!("namespace holds {MAX_ENTRIES} entries")));
+                return Err(KvError::TooLarge(format!(
+                    "namespace holds {MAX_ENTRIES} entries"
+                )));
             }
         }
         m.insert(key, (value, ttl_ms.map(|t| now_ms.saturating_add(t))));

@@ -9,11 +9,15 @@ const USAGE: &str = "usage:
   gateway token --sub ID [--claim k=v]... [--ttl 1h]  mint an HS256 token with GATEWAY_JWT_SECRET
   gateway check [FILE]                             validate a config file offline
 
-environment: GATEWAY_CONFIG, GATEWAY_LISTEN, GATEWAY_JWT_SECRET, GATEWAY_ADMIN_KEY, RUST_LOG";
+environment: GATEWAY_CONFIG, GATEWAY_LISTEN, GATEWAY_JWT_SECRET, GATEWAY_ADMIN_KEY, RUST_LOG,
+             GATEWAY_LOG_FORMAT=json (one JSON object per log line)";
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let (cmd, rest) = args.split_first().map(|(c, r)| (c.as_str(), r)).unwrap_or(("", &[]));
+    let (cmd, rest) = args
+        .split_first()
+        .map(|(c, r)| (c.as_str(), r))
+        .unwrap_or(("", &[]));
     match cmd {
         "serve" => serve(rest),
         "token" => token(rest),
@@ -48,10 +52,12 @@ fn config_path(explicit: Option<&str>) -> PathBuf {
 
 fn check(rest: &[String]) -> anyhow::Result<()> {
     let path = config_path(rest.first().map(String::as_str));
-    match Config::load(&path).map_err(anyhow::Error::from).and_then(|c| {
-        auth::Authenticator::new(&c)?;
-        Ok(c)
-    }) {
+    match Config::load(&path)
+        .map_err(anyhow::Error::from)
+        .and_then(|c| {
+            auth::Authenticator::new(&c)?;
+            Ok(c)
+        }) {
         Ok(c) => {
             println!(
                 "{}: ok ({} plugins, {} routes, {} listeners)",
@@ -77,14 +83,19 @@ fn parse_ttl(s: &str) -> anyhow::Result<u64> {
         Some('d') => (&s[..s.len() - 1], 86400),
         _ => (s, 1),
     };
-    Ok(num.parse::<u64>().with_context(|| format!("bad --ttl '{s}'"))? * mult)
+    Ok(num
+        .parse::<u64>()
+        .with_context(|| format!("bad --ttl '{s}'"))?
+        * mult)
 }
 
 fn token(rest: &[String]) -> anyhow::Result<()> {
     let sub = flag(rest, "--sub")?.context("--sub ID is required")?;
     let ttl = parse_ttl(flag(rest, "--ttl")?.unwrap_or("1h"))?;
     if std::env::var("GATEWAY_JWT_SECRET").map_or(true, |s| s.is_empty()) {
-        bail!("GATEWAY_JWT_SECRET is not set (without it, `gateway serve` makes an ephemeral secret and prints a dev token)");
+        bail!(
+            "GATEWAY_JWT_SECRET is not set (without it, `gateway serve` makes an ephemeral secret and prints a dev token)"
+        );
     }
     let now = auth::now_ms() / 1000;
     let mut claims = serde_json::json!({"sub": sub, "iat": now, "exp": now + ttl});
@@ -101,35 +112,44 @@ fn token(rest: &[String]) -> anyhow::Result<()> {
 }
 
 fn serve(rest: &[String]) -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if std::env::var("GATEWAY_LOG_FORMAT").is_ok_and(|f| f == "json") {
+        logs.json().init();
+    } else {
+        logs.init();
+    }
     let path = config_path(flag(rest, "--config")?);
     let mut config = Config::load(&path)?;
     let listen = flag(rest, "--listen")?
         .map(str::to_string)
         .or_else(|| std::env::var("GATEWAY_LISTEN").ok());
     if let Some(l) = listen {
-        config.server.listen[0] = l.parse().with_context(|| format!("bad listen address '{l}'"))?;
+        config.server.listen[0] = l
+            .parse()
+            .with_context(|| format!("bad listen address '{l}'"))?;
     }
     // Every connection is a file descriptor: use the whole hard limit.
     match rlimit::increase_nofile_limit(u64::MAX) {
         Ok(n) => tracing::debug!(nofile = n, "file descriptor limit"),
         Err(e) => tracing::warn!("could not raise the file descriptor limit: {e}"),
     }
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     rt.block_on(async move {
+        // Handlers first, so a signal that arrives right after start-up is never fatal.
+        let signal = shutdown_signal()?;
         let app = App::new(config).await?;
         let running = app.clone().start().await?;
         for a in &running.addrs {
             println!("gateway listening on {a}");
         }
         banner(&app, running.addrs[0]);
-        shutdown_signal().await;
+        signal.await;
         running.shutdown().await;
         anyhow::Ok(())
     })
@@ -142,35 +162,45 @@ fn banner(app: &App, addr: std::net::SocketAddr) {
         let now = auth::now_ms() / 1000;
         let claims = serde_json::json!({"sub": "dev-user", "username": "dev", "iat": now, "exp": now + 86400});
         if let Ok(t) = auth::mint_hs256(secret, &claims) {
-            let _ = writeln!(out, "\nNo GATEWAY_JWT_SECRET set: auth profile '{profile}' uses an ephemeral secret for this run.");
+            let _ = writeln!(
+                out,
+                "\nNo GATEWAY_JWT_SECRET set: auth profile '{profile}' uses an ephemeral secret for this run."
+            );
             let _ = writeln!(out, "Dev token (24 h, sub=dev-user):\n  {t}");
         }
         for r in &app.config.routes {
-            if r.auth.as_deref() == Some(profile) && r.kind == gateway::config::RouteKind::Websocket {
-                let _ = writeln!(out, "Try:  npx wscat -c 'ws://{addr}{}?token=<dev token>'", r.path);
+            if r.auth.as_deref() == Some(profile) && r.kind == gateway::config::RouteKind::Websocket
+            {
+                let _ = writeln!(
+                    out,
+                    "Try:  npx wscat -c 'ws://{addr}{}?token=<dev token>'",
+                    r.path
+                );
             }
         }
     }
-    let _ = writeln!(out, "Health: http://{addr}/health   Metrics: http://{addr}/metrics");
+    let _ = writeln!(
+        out,
+        "Health: http://{addr}/health   Metrics: http://{addr}/metrics"
+    );
     if app.admin_key.is_none() {
-        let _ = writeln!(out, "Admin routes answer 503 until GATEWAY_ADMIN_KEY is set.");
+        let _ = writeln!(
+            out,
+            "Admin routes answer 503 until GATEWAY_ADMIN_KEY is set."
+        );
     }
     println!("{out}");
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => return ctrl_c.await.unwrap_or(()),
-        };
+/// Installs the SIGTERM and SIGINT handlers now; the future resolves on the first signal.
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    Ok(async move {
         tokio::select! {
-            _ = ctrl_c => {}
             _ = term.recv() => {}
+            _ = int.recv() => {}
         }
-    }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
+    })
 }

@@ -5,7 +5,8 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 /// Upper bounds (seconds) of the plugin call latency histogram.
 const BUCKETS: [f64; 12] = [
-    0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.25,
+    0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.0025, 0.005, 0.01, 0.05,
+    0.25,
 ];
 
 /// A fixed-bucket latency histogram.
@@ -86,49 +87,170 @@ pub struct PluginMetrics {
 
 impl Metrics {
     /// Renders the gateway counters followed by each plugin's.
-    pub fn render<'a>(&self, plugins: impl Iterator<Item = (&'a str, &'a PluginMetrics)>) -> String {
+    pub fn render<'a>(
+        &self,
+        plugins: impl Iterator<Item = (&'a str, &'a PluginMetrics)>,
+    ) -> String {
         let mut out = String::with_capacity(4096);
         let g = |out: &mut String, name: &str, kind: &str, help: &str, v: &AtomicU64| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {}", v.load(Relaxed));
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {}",
+                v.load(Relaxed)
+            );
         };
-        g(&mut out, "gateway_connections_open", "gauge", "WebSocket connections open now.", &self.connections_open);
-        g(&mut out, "gateway_connections_total", "counter", "WebSocket connections accepted.", &self.connections_total);
-        g(&mut out, "gateway_upgrades_refused_total", "counter", "WebSocket upgrades refused.", &self.upgrades_refused);
-        g(&mut out, "gateway_frames_in_total", "counter", "Messages received from clients.", &self.frames_in);
-        g(&mut out, "gateway_frames_out_total", "counter", "Frames queued to clients.", &self.frames_out);
-        g(&mut out, "gateway_bytes_in_total", "counter", "Payload bytes received from clients.", &self.bytes_in);
-        g(&mut out, "gateway_bytes_out_total", "counter", "Bytes written to client sockets.", &self.bytes_out);
-        g(&mut out, "gateway_write_batches_total", "counter", "Socket writes (each may carry many frames).", &self.write_batches);
-        g(&mut out, "gateway_slow_consumer_drops_total", "counter", "Connections cut off as slow consumers.", &self.slow_consumer_drops);
-        g(&mut out, "gateway_protocol_closes_total", "counter", "Connections closed for protocol violations or oversize messages.", &self.protocol_closes);
+        g(
+            &mut out,
+            "gateway_connections_open",
+            "gauge",
+            "WebSocket connections open now.",
+            &self.connections_open,
+        );
+        g(
+            &mut out,
+            "gateway_connections_total",
+            "counter",
+            "WebSocket connections accepted.",
+            &self.connections_total,
+        );
+        g(
+            &mut out,
+            "gateway_upgrades_refused_total",
+            "counter",
+            "WebSocket upgrades refused.",
+            &self.upgrades_refused,
+        );
+        g(
+            &mut out,
+            "gateway_frames_in_total",
+            "counter",
+            "Messages received from clients.",
+            &self.frames_in,
+        );
+        g(
+            &mut out,
+            "gateway_frames_out_total",
+            "counter",
+            "Frames queued to clients.",
+            &self.frames_out,
+        );
+        g(
+            &mut out,
+            "gateway_bytes_in_total",
+            "counter",
+            "Payload bytes received from clients.",
+            &self.bytes_in,
+        );
+        g(
+            &mut out,
+            "gateway_bytes_out_total",
+            "counter",
+            "Bytes written to client sockets.",
+            &self.bytes_out,
+        );
+        g(
+            &mut out,
+            "gateway_write_batches_total",
+            "counter",
+            "Socket writes (each may carry many frames).",
+            &self.write_batches,
+        );
+        g(
+            &mut out,
+            "gateway_slow_consumer_drops_total",
+            "counter",
+            "Connections cut off as slow consumers.",
+            &self.slow_consumer_drops,
+        );
+        g(
+            &mut out,
+            "gateway_protocol_closes_total",
+            "counter",
+            "Connections closed for protocol violations or oversize messages.",
+            &self.protocol_closes,
+        );
         let plugins: Vec<_> = plugins.collect();
         let fam = |out: &mut String, name: &str, kind: &str, help: &str| {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
         };
-        fam(&mut out, "gateway_plugin_calls_total", "counter", "Calls into plugins.");
+        fam(
+            &mut out,
+            "gateway_plugin_calls_total",
+            "counter",
+            "Calls into plugins.",
+        );
         for (p, m) in &plugins {
-            let _ = writeln!(out, "gateway_plugin_calls_total{{plugin=\"{p}\"}} {}", m.calls.load(Relaxed));
+            let _ = writeln!(
+                out,
+                "gateway_plugin_calls_total{{plugin=\"{p}\"}} {}",
+                m.calls.load(Relaxed)
+            );
         }
-        fam(&mut out, "gateway_plugin_traps_total", "counter", "Plugin calls that trapped or ran past their deadline.");
+        fam(
+            &mut out,
+            "gateway_plugin_traps_total",
+            "counter",
+            "Plugin calls that trapped or ran past their deadline.",
+        );
         for (p, m) in &plugins {
-            let _ = writeln!(out, "gateway_plugin_traps_total{{plugin=\"{p}\"}} {}", m.traps.load(Relaxed));
+            let _ = writeln!(
+                out,
+                "gateway_plugin_traps_total{{plugin=\"{p}\"}} {}",
+                m.traps.load(Relaxed)
+            );
         }
-        fam(&mut out, "gateway_plugin_timeouts_total", "counter", "Plugin calls interrupted by their deadline.");
+        fam(
+            &mut out,
+            "gateway_plugin_timeouts_total",
+            "counter",
+            "Plugin calls interrupted by their deadline.",
+        );
         for (p, m) in &plugins {
-            let _ = writeln!(out, "gateway_plugin_timeouts_total{{plugin=\"{p}\"}} {}", m.timeouts.load(Relaxed));
+            let _ = writeln!(
+                out,
+                "gateway_plugin_timeouts_total{{plugin=\"{p}\"}} {}",
+                m.timeouts.load(Relaxed)
+            );
         }
-        fam(&mut out, "gateway_plugin_instantiations_total", "counter", "Plugin instances created.");
+        fam(
+            &mut out,
+            "gateway_plugin_instantiations_total",
+            "counter",
+            "Plugin instances created.",
+        );
         for (p, m) in &plugins {
-            let _ = writeln!(out, "gateway_plugin_instantiations_total{{plugin=\"{p}\"}} {}", m.instantiations.load(Relaxed));
+            let _ = writeln!(
+                out,
+                "gateway_plugin_instantiations_total{{plugin=\"{p}\"}} {}",
+                m.instantiations.load(Relaxed)
+            );
         }
-        fam(&mut out, "gateway_plugin_call_seconds", "histogram", "Plugin call latency.");
+        fam(
+            &mut out,
+            "gateway_plugin_call_seconds",
+            "histogram",
+            "Plugin call latency.",
+        );
         for (p, m) in &plugins {
-            m.latency.render(&mut out, "gateway_plugin_call_seconds", &format!("plugin=\"{p}\","));
+            m.latency.render(
+                &mut out,
+                "gateway_plugin_call_seconds",
+                &format!("plugin=\"{p}\","),
+            );
         }
-        fam(&mut out, "gateway_plugin_counter_total", "counter", "Counters added by plugins.");
+        fam(
+            &mut out,
+            "gateway_plugin_counter_total",
+            "counter",
+            "Counters added by plugins.",
+        );
         for (p, m) in &plugins {
             for (k, v) in m.custom.lock().iter() {
-                let _ = writeln!(out, "gateway_plugin_counter_total{{plugin=\"{p}\",name=\"{}\"}} {v}", k.replace(['"', '\\', '\n'], "_"));
+                let _ = writeln!(
+                    out,
+                    "gateway_plugin_counter_total{{plugin=\"{p}\",name=\"{}\"}} {v}",
+                    k.replace(['"', '\\', '\n'], "_")
+                );
             }
         }
         out

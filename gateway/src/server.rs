@@ -8,7 +8,7 @@ use crate::plugin::{self, CallError};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
-use hyper::header::{HeaderValue, CONTENT_TYPE};
+use hyper::header::{CONTENT_TYPE, HeaderValue};
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use std::net::SocketAddr;
@@ -52,16 +52,24 @@ pub async fn accept_loop(app: Arc<App>, listener: TcpListener, mut stop: watch::
 fn json(status: StatusCode, v: serde_json::Value) -> Response<Body> {
     let mut r = Response::new(Full::new(Bytes::from(v.to_string())));
     *r.status_mut() = status;
-    r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     r
 }
 
 fn error(status: StatusCode, reason: &str) -> Response<Body> {
     let label = status.canonical_reason().unwrap_or("error").to_lowercase();
-    json(status, serde_json::json!({"error": label, "reason": reason}))
+    json(
+        status,
+        serde_json::json!({"error": label, "reason": reason}),
+    )
 }
 
-async fn handle(app: Arc<App>, remote: SocketAddr, req: Request<Incoming>) -> Result<Response<Body>, std::convert::Infallible> {
+async fn handle(
+    app: Arc<App>,
+    remote: SocketAddr,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, std::convert::Infallible> {
     let path = req.uri().path().to_string();
     let upgrade = fastwebsockets::upgrade::is_upgrade_request(&req);
     let resp = match (req.method().as_str(), path.as_str()) {
@@ -73,9 +81,10 @@ async fn handle(app: Arc<App>, remote: SocketAddr, req: Request<Incoming>) -> Re
         },
         _ => match app.config.route_for(&path, RouteKind::Http) {
             Some(route) => http_route(&app, route, remote, req).await,
-            None if app.config.route_for(&path, RouteKind::Websocket).is_some() => {
-                error(StatusCode::UPGRADE_REQUIRED, "this route accepts WebSocket upgrades only")
-            }
+            None if app.config.route_for(&path, RouteKind::Websocket).is_some() => error(
+                StatusCode::UPGRADE_REQUIRED,
+                "this route accepts WebSocket upgrades only",
+            ),
             None => error(StatusCode::NOT_FOUND, "not found"),
         },
     };
@@ -115,12 +124,16 @@ fn health(app: &App) -> Response<Body> {
 }
 
 fn metrics(app: &App) -> Response<Body> {
-    let text = app
-        .metrics
-        .render(app.plugins.iter().map(|(n, s)| (n.as_str(), &s.shared.metrics)));
+    let text = app.metrics.render(
+        app.plugins
+            .iter()
+            .map(|(n, s)| (n.as_str(), &s.shared.metrics)),
+    );
     let mut r = Response::new(Full::new(Bytes::from(text)));
-    r.headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"));
+    r.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4"),
+    );
     r
 }
 
@@ -131,7 +144,11 @@ fn header<'a>(req: &'a Request<Incoming>, name: &str) -> Option<&'a str> {
 fn headers(req: &Request<Incoming>) -> Vec<(String, String)> {
     req.headers()
         .iter()
-        .filter_map(|(k, v)| v.to_str().ok().map(|v| (k.as_str().to_string(), v.to_string())))
+        .filter_map(|(k, v)| {
+            v.to_str()
+                .ok()
+                .map(|v| (k.as_str().to_string(), v.to_string()))
+        })
         .collect()
 }
 
@@ -139,12 +156,19 @@ fn headers(req: &Request<Incoming>) -> Vec<(String, String)> {
 type Authed = (Option<String>, Option<String>, Option<u64>);
 
 /// Verifies the route's token; the error is the ready 401 response.
-fn authenticate(app: &App, route: &Route, req: &Request<Incoming>) -> Result<Authed, Box<Response<Body>>> {
+fn authenticate(
+    app: &App,
+    route: &Route,
+    req: &Request<Incoming>,
+) -> Result<Authed, Box<Response<Body>>> {
     let Some(profile) = &route.auth else {
         return Ok((None, None, None));
     };
     let Some(v) = app.auth.profile(profile) else {
-        return Err(Box::new(error(StatusCode::INTERNAL_SERVER_ERROR, "auth profile missing")));
+        return Err(Box::new(error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "auth profile missing",
+        )));
     };
     let carrier = crate::auth::TokenCarrier {
         query: req.uri().query().unwrap_or(""),
@@ -155,13 +179,26 @@ fn authenticate(app: &App, route: &Route, req: &Request<Incoming>) -> Result<Aut
         tracing::info!(route = %route.path, "refused: {reason}");
         Box::new(error(StatusCode::UNAUTHORIZED, &reason))
     };
-    let found = v.find_token(&carrier).ok_or_else(|| unauthorized("missing token".into()))?;
-    let claims = v.verify(&found.token).map_err(|e| unauthorized(e.to_string()))?;
+    let found = v
+        .find_token(&carrier)
+        .ok_or_else(|| unauthorized("missing token".into()))?;
+    let claims = v
+        .verify(&found.token)
+        .map_err(|e| unauthorized(e.to_string()))?;
     let exp = v.expiry_ms(&claims);
-    Ok((Some(serde_json::Value::Object(claims).to_string()), found.subprotocol, exp))
+    Ok((
+        Some(serde_json::Value::Object(claims).to_string()),
+        found.subprotocol,
+        exp,
+    ))
 }
 
-async fn websocket(app: &Arc<App>, route: &Route, remote: SocketAddr, mut req: Request<Incoming>) -> Response<Body> {
+async fn websocket(
+    app: &Arc<App>,
+    route: &Route,
+    remote: SocketAddr,
+    mut req: Request<Incoming>,
+) -> Response<Body> {
     let refuse = |app: &App, r: Response<Body>| {
         app.metrics.upgrades_refused.fetch_add(1, Relaxed);
         r
@@ -174,7 +211,10 @@ async fn websocket(app: &Arc<App>, route: &Route, remote: SocketAddr, mut req: R
         Err(r) => return refuse(app, *r),
     };
     let Some(slot) = app.plugins.get(&route.plugin).cloned() else {
-        return refuse(app, error(StatusCode::SERVICE_UNAVAILABLE, "plugin not loaded"));
+        return refuse(
+            app,
+            error(StatusCode::SERVICE_UNAVAILABLE, "plugin not loaded"),
+        );
     };
     let spec = ConnSpec {
         plugin: slot.shared.name.clone(),
@@ -270,7 +310,12 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-async fn http_route(app: &Arc<App>, route: &Route, remote: SocketAddr, req: Request<Incoming>) -> Response<Body> {
+async fn http_route(
+    app: &Arc<App>,
+    route: &Route,
+    remote: SocketAddr,
+    req: Request<Incoming>,
+) -> Response<Body> {
     if route.admin
         && let Err(r) = admin_ok(app, &req)
     {
@@ -307,9 +352,13 @@ async fn http_route(app: &Arc<App>, route: &Route, remote: SocketAddr, req: Requ
     match slot.on_http(&preq).await {
         Ok(r) => {
             let mut resp = Response::new(Full::new(Bytes::from(r.body)));
-            *resp.status_mut() = StatusCode::from_u16(r.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            *resp.status_mut() =
+                StatusCode::from_u16(r.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
             for (k, v) in r.headers {
-                if let (Ok(k), Ok(v)) = (hyper::header::HeaderName::from_bytes(k.as_bytes()), HeaderValue::from_str(&v)) {
+                if let (Ok(k), Ok(v)) = (
+                    hyper::header::HeaderName::from_bytes(k.as_bytes()),
+                    HeaderValue::from_str(&v),
+                ) {
                     resp.headers_mut().append(k, v);
                 }
             }

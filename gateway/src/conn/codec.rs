@@ -91,7 +91,9 @@ impl Decoder {
                 op::PONG => return Ok(Some(Message::Pong)),
                 op::CLOSE => return parse_close(&payload).map(Some),
                 op::TEXT | op::BINARY if self.partial.is_some() => {
-                    return Err(ProtocolError::Protocol("new message inside a fragmented one"));
+                    return Err(ProtocolError::Protocol(
+                        "new message inside a fragmented one",
+                    ));
                 }
                 op::TEXT | op::BINARY if fin => return finish(opcode, payload).map(Some),
                 op::TEXT | op::BINARY => {
@@ -130,7 +132,10 @@ impl Decoder {
         }
         let (len, head) = match b1 & 0x7F {
             126 if buf.len() >= 4 => (u16::from_be_bytes([buf[2], buf[3]]) as u64, 4),
-            127 if buf.len() >= 10 => (u64::from_be_bytes(buf[2..10].try_into().unwrap_or_default()), 10),
+            127 if buf.len() >= 10 => (
+                u64::from_be_bytes(buf[2..10].try_into().unwrap_or_default()),
+                10,
+            ),
             126 | 127 => return Ok(None),
             n => (n as u64, 2),
         };
@@ -174,7 +179,8 @@ fn parse_close(payload: &[u8]) -> Result<Message, ProtocolError> {
             if !valid {
                 return Err(ProtocolError::Protocol("invalid close code"));
             }
-            let reason = std::str::from_utf8(&payload[2..]).map_err(|_| ProtocolError::InvalidUtf8)?;
+            let reason =
+                std::str::from_utf8(&payload[2..]).map_err(|_| ProtocolError::InvalidUtf8)?;
             Ok(Message::Close(Some(code), reason.to_string()))
         }
     }
@@ -182,7 +188,9 @@ fn parse_close(payload: &[u8]) -> Result<Message, ProtocolError> {
 
 /// XORs the payload with the 4-byte mask.
 pub fn unmask(data: &mut [u8], mask: [u8; 4]) {
-    let m64 = u64::from_ne_bytes([mask[0], mask[1], mask[2], mask[3], mask[0], mask[1], mask[2], mask[3]]);
+    let m64 = u64::from_ne_bytes([
+        mask[0], mask[1], mask[2], mask[3], mask[0], mask[1], mask[2], mask[3],
+    ]);
     let mut chunks = data.chunks_exact_mut(8);
     for c in &mut chunks {
         let v = u64::from_ne_bytes(c.try_into().unwrap_or_default()) ^ m64;
@@ -253,7 +261,11 @@ mod tests {
         let mut d = Decoder::new(1024, 4096);
         let mut wire = client_frame(false, op::TEXT, b"hello ");
         wire.extend(client_frame(true, op::PING, b"p"));
-        wire.extend(client_frame(true, op::CONT, b"world, this is longer than eight"));
+        wire.extend(client_frame(
+            true,
+            op::CONT,
+            b"world, this is longer than eight",
+        ));
         let mut buf = BytesMut::new();
         let mut out = vec![];
         for b in wire {
@@ -266,7 +278,9 @@ mod tests {
             out,
             vec![
                 Message::Ping(Bytes::from_static(b"p")),
-                Message::Text(Bytes::from_static(b"hello world, this is longer than eight")),
+                Message::Text(Bytes::from_static(
+                    b"hello world, this is longer than eight"
+                )),
             ]
         );
     }
@@ -285,7 +299,10 @@ mod tests {
         let mut buf = BytesMut::from(&client_frame(true, op::TEXT, &[0xff, 0xfe])[..]);
         assert_eq!(d.decode(&mut buf), Err(ProtocolError::InvalidUtf8));
         let mut unmasked = BytesMut::from(&[0x81u8, 0x01, b'a'][..]);
-        assert!(matches!(d.decode(&mut unmasked), Err(ProtocolError::Protocol(_))));
+        assert!(matches!(
+            d.decode(&mut unmasked),
+            Err(ProtocolError::Protocol(_))
+        ));
     }
 
     #[test]

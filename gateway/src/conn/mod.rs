@@ -31,7 +31,11 @@ pub fn conn_info(c: &Conn) -> plugin::ConnInfo {
         route: c.route.to_string(),
         path: c.path.to_string(),
         query: c.query.to_string(),
-        headers: c.headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        headers: c
+            .headers
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
         remote_addr: c.remote.to_string(),
         claims: c.claims.as_deref().map(str::to_string),
         subprotocol: c.subprotocol.as_deref().map(str::to_string),
@@ -42,8 +46,16 @@ pub fn conn_info(c: &Conn) -> plugin::ConnInfo {
 }
 
 /// Runs an upgraded connection to its end, then reports the close to the plugin.
-pub async fn run(conn: Arc<Conn>, slot: Arc<PluginSlot>, hub: Arc<Hub>, metrics: Arc<Metrics>, stream: TcpStream, leftover: Bytes) {
-    let span = tracing::info_span!("conn", id = conn.id, remote = %conn.remote, route = %conn.route);
+pub async fn run(
+    conn: Arc<Conn>,
+    slot: Arc<PluginSlot>,
+    hub: Arc<Hub>,
+    metrics: Arc<Metrics>,
+    stream: TcpStream,
+    leftover: Bytes,
+) {
+    let span =
+        tracing::info_span!("conn", id = conn.id, remote = %conn.remote, route = %conn.route);
     async move {
         let _ = stream.set_nodelay(true);
         let (rd, wr) = stream.into_split();
@@ -62,7 +74,13 @@ pub async fn run(conn: Arc<Conn>, slot: Arc<PluginSlot>, hub: Arc<Hub>, metrics:
     .await
 }
 
-async fn read_loop(conn: &Conn, slot: &PluginSlot, rd: OwnedReadHalf, leftover: Bytes, metrics: &Metrics) -> (u16, String) {
+async fn read_loop(
+    conn: &Conn,
+    slot: &PluginSlot,
+    rd: OwnedReadHalf,
+    leftover: Bytes,
+    metrics: &Metrics,
+) -> (u16, String) {
     let mut buf = BytesMut::from(&leftover[..]);
     drop(leftover);
     let mut dec = Decoder::new(conn.limits.max_frame_bytes, conn.limits.max_message_bytes);
@@ -82,7 +100,9 @@ async fn read_loop(conn: &Conn, slot: &PluginSlot, rd: OwnedReadHalf, leftover: 
             };
             conn.last_seen_ms.store(crate::auth::now_ms(), Relaxed);
             let frame = match msg {
-                Message::Text(b) => plugin::Frame::Text(String::from_utf8(b.to_vec()).unwrap_or_default()),
+                Message::Text(b) => {
+                    plugin::Frame::Text(String::from_utf8(b.to_vec()).unwrap_or_default())
+                }
                 Message::Binary(b) => plugin::Frame::Binary(b.to_vec()),
                 Message::Ping(p) => {
                     conn.outbox.push(codec::encode(codec::op::PONG, &p));
@@ -231,7 +251,11 @@ async fn write_loop(conn: Arc<Conn>, mut wr: OwnedWriteHalf, metrics: Arc<Metric
 }
 
 /// Writes everything, giving up shortly after a close is scheduled if the peer is not reading.
-async fn write_guarded(conn: &Conn, wr: &mut OwnedWriteHalf, data: &[u8]) -> std::io::Result<usize> {
+async fn write_guarded(
+    conn: &Conn,
+    wr: &mut OwnedWriteHalf,
+    data: &[u8],
+) -> std::io::Result<usize> {
     let fut = wr.write_all(data);
     tokio::pin!(fut);
     tokio::select! {

@@ -97,7 +97,9 @@ pub fn load_component(pe: &PluginEngine, path: &Path) -> Result<(Component, Stri
         // temporary name and renamed, so a partially written file is never loaded.
         match unsafe { Component::deserialize_file(&pe.engine, &cached) } {
             Ok(c) => return Ok((c, hash)),
-            Err(e) => tracing::warn!(file = %cached.display(), "ignoring unusable cache entry: {e}"),
+            Err(e) => {
+                tracing::warn!(file = %cached.display(), "ignoring unusable cache entry: {e}")
+            }
         }
     }
     let compile_err = |e: wasmtime::Error| LoadError::Compile {
@@ -105,7 +107,10 @@ pub fn load_component(pe: &PluginEngine, path: &Path) -> Result<(Component, Stri
         message: format!("{e:#}"),
     };
     let started = std::time::Instant::now();
-    let artifact = pe.engine.precompile_component(&bytes).map_err(compile_err)?;
+    let artifact = pe
+        .engine
+        .precompile_component(&bytes)
+        .map_err(compile_err)?;
     tracing::info!(file = %shown, ms = started.elapsed().as_millis() as u64, "compiled plugin");
     if std::fs::create_dir_all(&pe.cache_dir).is_ok() {
         let tmp = cached.with_extension(format!("tmp{}", std::process::id()));
@@ -114,6 +119,7 @@ pub fn load_component(pe: &PluginEngine, path: &Path) -> Result<(Component, Stri
         }
     }
     // SAFETY: `artifact` was produced just now by this engine's `precompile_component`.
-    let component = unsafe { Component::deserialize(&pe.engine, &artifact) }.map_err(compile_err)?;
+    let component =
+        unsafe { Component::deserialize(&pe.engine, &artifact) }.map_err(compile_err)?;
     Ok((component, hash))
 }

@@ -66,7 +66,14 @@ impl HostState {
         if s.is_empty() {
             String::new()
         } else {
-            let tail: String = s.chars().rev().take(300).collect::<Vec<_>>().into_iter().rev().collect();
+            let tail: String = s
+                .chars()
+                .rev()
+                .take(300)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect();
             format!(" (guest stderr: {tail})")
         }
     }
@@ -77,7 +84,9 @@ impl HostState {
             types::Frame::Binary(b) => (codec::op::BINARY, b),
         };
         if data.len() > 64 << 20 {
-            return Err(types::HostError::TooLarge("frame larger than 64 MiB".into()));
+            return Err(types::HostError::TooLarge(
+                "frame larger than 64 MiB".into(),
+            ));
         }
         Ok(codec::encode(op, data))
     }
@@ -109,35 +118,58 @@ impl host::Host for HostState {
 
     fn close(&mut self, conn: u64, code: u16, reason: String) -> Result<(), types::HostError> {
         if !matches!(code, 1000 | 1001 | 1008 | 1011 | 1012 | 1013 | 3000..=4999) {
-            return Err(types::HostError::Invalid(format!("close code {code} may not be sent by a plugin")));
+            return Err(types::HostError::Invalid(format!(
+                "close code {code} may not be sent by a plugin"
+            )));
         }
-        let c = self.shared.hub.get(conn).ok_or(types::HostError::NotFound)?;
+        let c = self
+            .shared
+            .hub
+            .get(conn)
+            .ok_or(types::HostError::NotFound)?;
         c.outbox.close(code, &reason);
         Ok(())
     }
 
     fn set_attachment(&mut self, conn: u64, data: Vec<u8>) -> Result<(), types::HostError> {
         if data.len() > MAX_ATTACHMENT {
-            return Err(types::HostError::TooLarge(format!("attachment larger than {MAX_ATTACHMENT} bytes")));
+            return Err(types::HostError::TooLarge(format!(
+                "attachment larger than {MAX_ATTACHMENT} bytes"
+            )));
         }
-        let c = self.shared.hub.get(conn).ok_or(types::HostError::NotFound)?;
+        let c = self
+            .shared
+            .hub
+            .get(conn)
+            .ok_or(types::HostError::NotFound)?;
         *c.attachment.lock() = Bytes::from(data);
         Ok(())
     }
 
     fn connection_info(&mut self, conn: u64) -> Option<types::ConnInfo> {
-        self.shared.hub.get(conn).map(|c| crate::conn::conn_info(&c))
+        self.shared
+            .hub
+            .get(conn)
+            .map(|c| crate::conn::conn_info(&c))
     }
 
     fn subscribe(&mut self, conn: u64, topic: String) -> Result<u32, types::HostError> {
         if topic.len() > MAX_TOPIC {
-            return Err(types::HostError::TooLarge(format!("topic longer than {MAX_TOPIC} bytes")));
+            return Err(types::HostError::TooLarge(format!(
+                "topic longer than {MAX_TOPIC} bytes"
+            )));
         }
-        self.shared.hub.subscribe(conn, &self.shared.topic_key(&topic)).map_err(hub_err)
+        self.shared
+            .hub
+            .subscribe(conn, &self.shared.topic_key(&topic))
+            .map_err(hub_err)
     }
 
     fn unsubscribe(&mut self, conn: u64, topic: String) -> Result<u32, types::HostError> {
-        self.shared.hub.unsubscribe(conn, &self.shared.topic_key(&topic)).map_err(hub_err)
+        self.shared
+            .hub
+            .unsubscribe(conn, &self.shared.topic_key(&topic))
+            .map_err(hub_err)
     }
 
     fn members(&mut self, topic: String) -> Vec<u64> {
@@ -146,7 +178,10 @@ impl host::Host for HostState {
 
     fn publish(&mut self, topic: String, frame: types::Frame, except: Option<u64>) -> u32 {
         match Self::encode(&frame) {
-            Ok(b) => self.shared.hub.publish(&self.shared.topic_key(&topic), &b, except),
+            Ok(b) => self
+                .shared
+                .hub
+                .publish(&self.shared.topic_key(&topic), &b, except),
             Err(_) => 0,
         }
     }
@@ -155,7 +190,12 @@ impl host::Host for HostState {
         self.shared.kv.get(&key, crate::auth::now_ms())
     }
 
-    fn kv_set(&mut self, key: String, value: Vec<u8>, ttl_ms: Option<u64>) -> Result<(), types::HostError> {
+    fn kv_set(
+        &mut self,
+        key: String,
+        value: Vec<u8>,
+        ttl_ms: Option<u64>,
+    ) -> Result<(), types::HostError> {
         self.shared
             .kv
             .set(key, value, ttl_ms, crate::auth::now_ms())
@@ -167,7 +207,9 @@ impl host::Host for HostState {
     }
 
     fn kv_scan(&mut self, prefix: String, limit: u32) -> Vec<(String, Vec<u8>)> {
-        self.shared.kv.scan(&prefix, limit as usize, crate::auth::now_ms())
+        self.shared
+            .kv
+            .scan(&prefix, limit as usize, crate::auth::now_ms())
     }
 
     fn set_timer(&mut self, delay_ms: u64, token: String) -> u64 {

@@ -116,7 +116,12 @@ pub struct PluginSlot {
 
 impl PluginSlot {
     /// Wraps a first version; `max_instances` bounds the pool.
-    pub fn new(shared: Arc<PluginShared>, version: PluginVersion, max_instances: u32, engine: wasmtime::Engine) -> Arc<Self> {
+    pub fn new(
+        shared: Arc<PluginShared>,
+        version: PluginVersion,
+        max_instances: u32,
+        engine: wasmtime::Engine,
+    ) -> Arc<Self> {
         let slot = Arc::new(Self {
             shared,
             version: ArcSwap::from_pointee(version),
@@ -133,7 +138,10 @@ impl PluginSlot {
     }
 
     /// Links a component against the host imports and WASI (no files, no sockets).
-    pub fn link(engine: &wasmtime::Engine, component: &wasmtime::component::Component) -> anyhow::Result<PluginPre<HostState>> {
+    pub fn link(
+        engine: &wasmtime::Engine,
+        component: &wasmtime::component::Component,
+    ) -> anyhow::Result<PluginPre<HostState>> {
         let mut linker: Linker<HostState> = Linker::new(engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
         Plugin::add_to_linker::<_, wasmtime::component::HasSelf<_>>(&mut linker, |s| s)?;
@@ -157,7 +165,10 @@ impl PluginSlot {
     }
 
     async fn instantiate(&self, v: &PluginVersion) -> Result<Instance, CallError> {
-        let mut store = Store::new(&self.engine, HostState::new(self.shared.clone(), v.memory_limit));
+        let mut store = Store::new(
+            &self.engine,
+            HostState::new(self.shared.clone(), v.memory_limit),
+        );
         store.limiter(|s| &mut s.limits);
         store.epoch_deadline_callback(|ctx| {
             Ok(if Instant::now() >= ctx.data().deadline {
@@ -182,7 +193,10 @@ impl PluginSlot {
                 calls: 0,
             }),
             Ok(Err(msg)) => Err(CallError::Init(format!("init refused the config: {msg}"))),
-            Err(e) => Err(CallError::Init(format!("init trapped: {e:#}{}", store.data().stderr_tail()))),
+            Err(e) => Err(CallError::Init(format!(
+                "init trapped: {e:#}{}",
+                store.data().stderr_tail()
+            ))),
         }
     }
 
@@ -217,7 +231,12 @@ impl PluginSlot {
         })
     }
 
-    fn release<R>(&self, lease: Lease, started: Instant, r: wasmtime::Result<R>) -> Result<R, CallError> {
+    fn release<R>(
+        &self,
+        lease: Lease,
+        started: Instant,
+        r: wasmtime::Result<R>,
+    ) -> Result<R, CallError> {
         let m = &self.shared.metrics;
         m.calls.fetch_add(1, Relaxed);
         m.latency.observe(started.elapsed());
@@ -261,7 +280,11 @@ impl PluginSlot {
         let att = conn.attachment.lock().clone();
         let mut l = self.acquire().await?;
         let t = Instant::now();
-        let r = l.inst.bindings.call_on_frame(&mut l.inst.store, conn.id, &att, frame).await;
+        let r = l
+            .inst
+            .bindings
+            .call_on_frame(&mut l.inst.store, conn.id, &att, frame)
+            .await;
         self.release(l, t, r)
     }
 
@@ -270,7 +293,11 @@ impl PluginSlot {
         let att = conn.attachment.lock().clone();
         let mut l = self.acquire().await?;
         let t = Instant::now();
-        let r = l.inst.bindings.call_on_close(&mut l.inst.store, conn.id, &att, code, reason).await;
+        let r = l
+            .inst
+            .bindings
+            .call_on_close(&mut l.inst.store, conn.id, &att, code, reason)
+            .await;
         self.release(l, t, r)
     }
 
@@ -286,7 +313,11 @@ impl PluginSlot {
     pub async fn on_timer(&self, token: &str) -> Result<(), CallError> {
         let mut l = self.acquire().await?;
         let t = Instant::now();
-        let r = l.inst.bindings.call_on_timer(&mut l.inst.store, token).await;
+        let r = l
+            .inst
+            .bindings
+            .call_on_timer(&mut l.inst.store, token)
+            .await;
         self.release(l, t, r)
     }
 }

@@ -1,0 +1,158 @@
+//! Fault isolation with the `faulty` test plugin: a trap, an endless loop (stopped by the
+//! epoch deadline) or memory exhaustion closes only the offending connection with 1011; the
+//! others keep working, new connections are served and the process stays up.
+
+mod support;
+
+use std::time::Duration;
+
+use serde_json::json;
+use support::*;
+
+fn faulty_config(max_instances: u32) -> String {
+    format!(
+        r#"
+[plugins.faulty]
+wasm = @FAULTY_WASM@
+max_instances = {max_instances}
+memory_limit_mb = 16
+call_timeout_ms = 300
+
+[[routes]]
+path = "/faulty"
+kind = "websocket"
+plugin = "faulty"
+origins = ["*"]
+"#
+    )
+}
+
+/// Sends `text` and expects it echoed back.
+async fn assert_echo(client: &mut WsClient, who: &str, text: &str) {
+    client.send_text(text).await;
+    match client.recv().await {
+        WsEvent::Text(t) => assert_eq!(t, text, "{who}: echo"),
+        other => panic!("{who}: expected the echo of {text:?}, got {other:?}"),
+    }
+}
+
+/// Sends a fault command and expects close 1011 (and nothing echoed before it).
+async fn assert_fault_closes(client: &mut WsClient, who: &str, command: &str, bound: Duration) {
+    client.send_text(command).await;
+    let (code, frames) = client.expect_end_within(bound).await;
+    assert!(
+        frames.is_empty(),
+        "{who}: {command} produced frames {frames:?}"
+    );
+    assert_eq!(
+        code,
+        Some(1011),
+        "{who}: `{command}` must close with 1011, ended with {:?}",
+        client.ended
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn faults_are_isolated_to_their_connection() {
+    let mut gw = Gateway::start(faulty_config(4));
+
+    let mut clients = Vec::new();
+    for i in 0..6 {
+        let mut c = gw.ws("/faulty").await;
+        assert_echo(&mut c, &format!("c{i}"), &format!("hello from c{i}")).await;
+        clients.push(c);
+    }
+    let mut it = clients.into_iter();
+    let (mut trapper, mut looper, mut hog) =
+        (it.next().unwrap(), it.next().unwrap(), it.next().unwrap());
+    let mut bystanders: Vec<WsClient> = it.collect();
+
+    // A panic (wasm `unreachable`).
+    assert_fault_closes(&mut trapper, "trapper", "trap", TIMEOUT).await;
+    for (i, c) in bystanders.iter_mut().enumerate() {
+        assert_echo(c, &format!("bystander{i}"), "after trap").await;
+    }
+
+    // An endless loop: only the epoch deadline stops it.
+    assert_fault_closes(&mut looper, "looper", "loop", Duration::from_secs(20)).await;
+    for (i, c) in bystanders.iter_mut().enumerate() {
+        assert_echo(c, &format!("bystander{i}"), "after loop").await;
+    }
+
+    // Allocation until the memory limit.
+    assert_fault_closes(&mut hog, "hog", "oom", Duration::from_secs(20)).await;
+    for (i, c) in bystanders.iter_mut().enumerate() {
+        assert_echo(c, &format!("bystander{i}"), "after oom").await;
+        c.send_binary(&[1, 2, 3, 0, 255]).await;
+        assert_eq!(
+            c.recv().await,
+            WsEvent::Binary(vec![1, 2, 3, 0, 255]),
+            "bystander{i}: binary echo"
+        );
+    }
+
+    // New connections are served by fresh instances.
+    let mut fresh = gw.ws("/faulty").await;
+    assert_echo(&mut fresh, "fresh", "hello after faults").await;
+
+    assert!(gw.is_running(), "the gateway process died");
+
+    let health = gw.health().await;
+    assert_eq!(health["status"], json!("ok"), "{health}");
+    let faulty = &health["plugins"]["faulty"];
+    assert!(
+        faulty["traps"].as_u64().is_some_and(|t| t >= 1),
+        "/health must count the traps: {health}"
+    );
+    assert_eq!(faulty["state"], json!("running"), "{health}");
+
+    let m = gw.metrics().await;
+    assert!(m.value("gateway_plugin_traps_total") >= 1.0, "{}", m.raw);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn more_traps_than_instances_keep_the_pool_alive() {
+    // Every instance of a pool of two is discarded several times over.
+    let mut gw = Gateway::start(faulty_config(2));
+    let mut survivor = gw.ws("/faulty").await;
+    assert_echo(&mut survivor, "survivor", "first").await;
+
+    for round in 0..6 {
+        let mut victim = gw.ws("/faulty").await;
+        assert_echo(&mut victim, &format!("victim{round}"), "warm up").await;
+        let command = if round % 2 == 0 { "trap" } else { "loop" };
+        assert_fault_closes(
+            &mut victim,
+            &format!("victim{round}"),
+            command,
+            Duration::from_secs(20),
+        )
+        .await;
+        assert_echo(&mut survivor, "survivor", &format!("after round {round}")).await;
+    }
+
+    // Several connections trapping at once.
+    let mut victims = Vec::new();
+    for _ in 0..3 {
+        victims.push(gw.ws("/faulty").await);
+    }
+    for v in &victims {
+        v.send_text("trap").await;
+    }
+    for (i, v) in victims.iter_mut().enumerate() {
+        let (code, _) = v.expect_end_within(TIMEOUT).await;
+        assert_eq!(code, Some(1011), "concurrent victim {i}: {:?}", v.ended);
+    }
+    assert_echo(&mut survivor, "survivor", "after concurrent traps").await;
+    let mut fresh = gw.ws("/faulty").await;
+    assert_echo(&mut fresh, "fresh", "still serving").await;
+
+    assert!(gw.is_running(), "the gateway process died");
+    let health = gw.health().await;
+    assert!(
+        health["plugins"]["faulty"]["traps"]
+            .as_u64()
+            .is_some_and(|t| t >= 6),
+        "six traps (plus three deadlines) happened: {health}"
+    );
+}

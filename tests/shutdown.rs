@@ -1,0 +1,127 @@
+//! Graceful shutdown: SIGTERM closes every WebSocket with 1001 and the process exits 0.
+
+mod support;
+
+use std::time::Duration;
+
+use serde_json::json;
+use support::*;
+
+/// Bound on the exit after SIGTERM (the harness config uses `shutdown_grace_ms = 3000`).
+const EXIT_BOUND: Duration = Duration::from_secs(20);
+
+fn shutdown_config() -> String {
+    let mut cfg = chat_config(None);
+    cfg.push_str(
+        r#"
+[plugins.faulty]
+wasm = @FAULTY_WASM@
+max_instances = 2
+memory_limit_mb = 16
+call_timeout_ms = 300
+
+[[routes]]
+path = "/faulty"
+kind = "websocket"
+plugin = "faulty"
+origins = ["*"]
+"#,
+    );
+    cfg
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_closes_clients_with_1001_and_exits_0() {
+    let mut gw = Gateway::start(shutdown_config());
+
+    let mut alice1 = gw.chat_user("alice").await;
+    alice1.recv_type("system_message").await;
+    let mut alice2 = gw.chat_user("alice").await;
+    alice2.recv_type("system_message").await;
+    let mut bob = gw.chat_user("bob").await;
+    bob.recv_type("system_message").await;
+    let mut echo = gw.ws("/faulty").await;
+    echo.send_text("ping").await;
+    assert_eq!(echo.recv().await, WsEvent::Text("ping".into()));
+    // Every connection has been fully opened (bob's join reached both of alice's tabs).
+    alice1.recv_type("user_joined").await;
+    alice2.recv_type("user_joined").await;
+
+    gw.sigterm();
+
+    for (who, c) in [
+        ("alice1", &mut alice1),
+        ("alice2", &mut alice2),
+        ("bob", &mut bob),
+        ("echo", &mut echo),
+    ] {
+        let (code, frames) = c.expect_end_within(TIMEOUT).await;
+        assert_eq!(
+            code,
+            Some(1001),
+            "{who}: expected close 1001 on shutdown, ended with {:?} after {frames:?}",
+            c.ended
+        );
+    }
+
+    let status = gw
+        .wait_exit(EXIT_BOUND)
+        .await
+        .unwrap_or_else(|| panic!("gateway still running {EXIT_BOUND:?} after SIGTERM"));
+    assert!(
+        status.success(),
+        "gateway must exit 0 after SIGTERM, got {status:?}\nlog:\n{}",
+        gw.logs()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_when_idle_exits_0() {
+    let mut gw = Gateway::start(shutdown_config());
+    assert_eq!(gw.health().await["status"], json!("ok"));
+    gw.sigterm();
+    let status = gw
+        .wait_exit(EXIT_BOUND)
+        .await
+        .unwrap_or_else(|| panic!("gateway still running {EXIT_BOUND:?} after SIGTERM"));
+    assert!(status.success(), "exit status {status:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_does_not_wait_forever_for_a_silent_client() {
+    let mut gw = Gateway::start(shutdown_config());
+
+    // A client that never reads, so it never answers the close handshake.
+    let token = gw.token("sam");
+    let mut silent = gw
+        .ws_with(
+            &format!("/ws?token={token}"),
+            WsOptions {
+                paused: true,
+                recv_buffer: Some(4096),
+                ..WsOptions::default()
+            },
+        )
+        .await
+        .unwrap_or_else(|e| panic!("silent client: {e}"));
+    let mut polite = gw.chat_user("polly").await;
+    polite.recv_type("system_message").await;
+
+    gw.sigterm();
+    let (code, _) = polite.expect_end_within(TIMEOUT).await;
+    assert_eq!(code, Some(1001), "polite client: {:?}", polite.ended);
+
+    let status = gw.wait_exit(EXIT_BOUND).await.unwrap_or_else(|| {
+        panic!("gateway still running {EXIT_BOUND:?} after SIGTERM with a silent client")
+    });
+    assert!(status.success(), "exit status {status:?}");
+
+    // Whatever the silent client finds now, the connection is over.
+    silent.resume();
+    let (code, _) = silent.expect_end_within(TIMEOUT).await;
+    assert!(
+        code.is_none() || code == Some(1001),
+        "silent client: {:?}",
+        silent.ended
+    );
+}
