@@ -119,7 +119,7 @@ impl Default for Limits {
 }
 
 /// Optional overrides of [`Limits`] for one route.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct LimitOverrides {
     max_frame_bytes: Option<usize>,
@@ -196,7 +196,7 @@ fn default_token_from() -> Vec<String> {
 }
 
 /// One plugin.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct PluginConfig {
     /// The component file.
@@ -213,6 +213,9 @@ pub struct PluginConfig {
     /// Free table handed to the plugin's `init` as JSON.
     #[serde(default)]
     pub config: toml::Table,
+    /// What traps and deadlines do, and the crash budget.
+    #[serde(default)]
+    pub faults: crate::plugin::faults::FaultPolicy,
 }
 
 fn default_instances() -> u32 {
@@ -236,7 +239,7 @@ pub enum RouteKind {
 }
 
 /// One route.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Route {
     /// Exact path, or a prefix ending in `/*`.
@@ -342,6 +345,9 @@ impl Config {
             }
             if p.call_timeout_ms == 0 {
                 return Err(format!("[plugins.{name}] call_timeout_ms must be > 0"));
+            }
+            if p.faults.window_s == 0 {
+                return Err(format!("[plugins.{name}.faults] window_s must be > 0"));
             }
         }
         for (i, r) in self.routes.iter().enumerate() {

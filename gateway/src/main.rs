@@ -6,6 +6,8 @@ use std::path::PathBuf;
 
 const USAGE: &str = "usage:
   gateway serve [--config FILE] [--listen ADDR]   run the gateway (default config: plugins.toml)
+  gateway dev [--config FILE] [--listen ADDR]     serve, and rebuild + hot-reload plugins whose sources change
+  gateway new-plugin NAME [--dir PATH] [--sdk PATH]  scaffold a plugin crate (default dir: plugins)
   gateway token --sub ID [--claim k=v]... [--ttl 1h]  mint an HS256 token with GATEWAY_JWT_SECRET
   gateway check [FILE]                             validate a config file offline
 
@@ -19,7 +21,9 @@ fn main() -> anyhow::Result<()> {
         .map(|(c, r)| (c.as_str(), r))
         .unwrap_or(("", &[]));
     match cmd {
-        "serve" => serve(rest),
+        "serve" => serve(rest, false),
+        "dev" => serve(rest, true),
+        "new-plugin" => new_plugin(rest),
         "token" => token(rest),
         "check" => check(rest),
         "-h" | "--help" | "help" => {
@@ -111,7 +115,30 @@ fn token(rest: &[String]) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn serve(rest: &[String]) -> anyhow::Result<()> {
+fn new_plugin(rest: &[String]) -> anyhow::Result<()> {
+    let name = rest
+        .first()
+        .filter(|n| !n.starts_with("--"))
+        .context("usage: gateway new-plugin NAME [--dir PATH] [--sdk PATH]")?;
+    let dir = PathBuf::from(flag(rest, "--dir")?.unwrap_or("plugins"));
+    // The SDK this binary was built with, unless told otherwise.
+    let sdk = flag(rest, "--sdk")?
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../plugin-sdk")));
+    let root = gateway::scaffold::new_plugin(name, &dir, &sdk)?;
+    println!("created {}", root.display());
+    println!(
+        "build:  (cd {} && cargo build --release --target wasm32-wasip2)",
+        root.display()
+    );
+    println!(
+        "then add the [plugins.{name}] table and a route from {}/README.md to plugins.toml",
+        root.display()
+    );
+    Ok(())
+}
+
+fn serve(rest: &[String], dev: bool) -> anyhow::Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let logs = tracing_subscriber::fmt()
@@ -143,8 +170,16 @@ fn serve(rest: &[String]) -> anyhow::Result<()> {
     rt.block_on(async move {
         // Handlers first, so a signal that arrives right after start-up is never fatal.
         let signal = shutdown_signal()?;
-        let app = App::new(config).await?;
+        let app = App::new(config, Some(path.clone())).await?;
         let running = app.clone().start().await?;
+        app.spawn_watcher()?;
+        if dev {
+            let workspace = std::fs::canonicalize(&path)?
+                .parent()
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from("."));
+            gateway::dev::spawn(&app, workspace)?;
+        }
         for a in &running.addrs {
             println!("gateway listening on {a}");
         }
@@ -158,7 +193,8 @@ fn serve(rest: &[String]) -> anyhow::Result<()> {
 fn banner(app: &App, addr: std::net::SocketAddr) {
     use std::fmt::Write;
     let mut out = String::new();
-    for (profile, secret) in app.auth.ephemeral() {
+    let live = app.live();
+    for (profile, secret) in live.auth.ephemeral() {
         let now = auth::now_ms() / 1000;
         let claims = serde_json::json!({"sub": "dev-user", "username": "dev", "iat": now, "exp": now + 86400});
         if let Ok(t) = auth::mint_hs256(secret, &claims) {
@@ -168,7 +204,7 @@ fn banner(app: &App, addr: std::net::SocketAddr) {
             );
             let _ = writeln!(out, "Dev token (24 h, sub=dev-user):\n  {t}");
         }
-        for r in &app.config.routes {
+        for r in &live.config.routes {
             if r.auth.as_deref() == Some(profile) && r.kind == gateway::config::RouteKind::Websocket
             {
                 let _ = writeln!(

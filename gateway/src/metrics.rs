@@ -66,6 +66,12 @@ pub struct Metrics {
     pub slow_consumer_drops: AtomicU64,
     /// Connections closed for protocol errors or oversize frames.
     pub protocol_closes: AtomicU64,
+    /// Plugin versions swapped in by reloads.
+    pub plugin_reloads: AtomicU64,
+    /// Plugin reloads refused (bad wasm, failed init).
+    pub plugin_reload_failures: AtomicU64,
+    /// Config reloads refused (parse or validation errors).
+    pub config_reload_failures: AtomicU64,
 }
 
 /// Counters kept per plugin.
@@ -89,7 +95,7 @@ impl Metrics {
     /// Renders the gateway counters followed by each plugin's.
     pub fn render<'a>(
         &self,
-        plugins: impl Iterator<Item = (&'a str, &'a PluginMetrics)>,
+        plugins: impl Iterator<Item = (&'a str, &'a PluginMetrics, bool)>,
     ) -> String {
         let mut out = String::with_capacity(4096);
         let g = |out: &mut String, name: &str, kind: &str, help: &str, v: &AtomicU64| {
@@ -169,17 +175,51 @@ impl Metrics {
             "Connections closed for protocol violations or oversize messages.",
             &self.protocol_closes,
         );
+        g(
+            &mut out,
+            "gateway_plugin_reloads_total",
+            "counter",
+            "Plugin versions swapped in by hot reload.",
+            &self.plugin_reloads,
+        );
+        g(
+            &mut out,
+            "gateway_plugin_reload_failures_total",
+            "counter",
+            "Plugin reloads refused.",
+            &self.plugin_reload_failures,
+        );
+        g(
+            &mut out,
+            "gateway_config_reload_failures_total",
+            "counter",
+            "Config reloads refused.",
+            &self.config_reload_failures,
+        );
         let plugins: Vec<_> = plugins.collect();
         let fam = |out: &mut String, name: &str, kind: &str, help: &str| {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
         };
         fam(
             &mut out,
+            "gateway_plugin_disabled",
+            "gauge",
+            "1 when a plugin spent its crash budget.",
+        );
+        for (p, _, disabled) in &plugins {
+            let _ = writeln!(
+                out,
+                "gateway_plugin_disabled{{plugin=\"{p}\"}} {}",
+                u8::from(*disabled)
+            );
+        }
+        fam(
+            &mut out,
             "gateway_plugin_calls_total",
             "counter",
             "Calls into plugins.",
         );
-        for (p, m) in &plugins {
+        for (p, m, _) in &plugins {
             let _ = writeln!(
                 out,
                 "gateway_plugin_calls_total{{plugin=\"{p}\"}} {}",
@@ -192,7 +232,7 @@ impl Metrics {
             "counter",
             "Plugin calls that trapped or ran past their deadline.",
         );
-        for (p, m) in &plugins {
+        for (p, m, _) in &plugins {
             let _ = writeln!(
                 out,
                 "gateway_plugin_traps_total{{plugin=\"{p}\"}} {}",
@@ -205,7 +245,7 @@ impl Metrics {
             "counter",
             "Plugin calls interrupted by their deadline.",
         );
-        for (p, m) in &plugins {
+        for (p, m, _) in &plugins {
             let _ = writeln!(
                 out,
                 "gateway_plugin_timeouts_total{{plugin=\"{p}\"}} {}",
@@ -218,7 +258,7 @@ impl Metrics {
             "counter",
             "Plugin instances created.",
         );
-        for (p, m) in &plugins {
+        for (p, m, _) in &plugins {
             let _ = writeln!(
                 out,
                 "gateway_plugin_instantiations_total{{plugin=\"{p}\"}} {}",
@@ -231,7 +271,7 @@ impl Metrics {
             "histogram",
             "Plugin call latency.",
         );
-        for (p, m) in &plugins {
+        for (p, m, _) in &plugins {
             m.latency.render(
                 &mut out,
                 "gateway_plugin_call_seconds",
@@ -244,7 +284,7 @@ impl Metrics {
             "counter",
             "Counters added by plugins.",
         );
-        for (p, m) in &plugins {
+        for (p, m, _) in &plugins {
             for (k, v) in m.custom.lock().iter() {
                 let _ = writeln!(
                     out,

@@ -1,7 +1,7 @@
 //! HTTP/1.1 front door: health and metrics, WebSocket upgrades (origin, auth and the plugin's
 //! `on-open` before the 101), and plugin HTTP routes with the admin-key guard.
 
-use crate::app::App;
+use crate::app::{App, Live};
 use crate::config::{Route, RouteKind};
 use crate::hub::ConnSpec;
 use crate::plugin::{self, CallError};
@@ -72,16 +72,17 @@ async fn handle(
 ) -> Result<Response<Body>, std::convert::Infallible> {
     let path = req.uri().path().to_string();
     let upgrade = fastwebsockets::upgrade::is_upgrade_request(&req);
+    let live = app.live();
     let resp = match (req.method().as_str(), path.as_str()) {
-        ("GET", "/health") if !upgrade => health(&app),
-        ("GET", "/metrics") if !upgrade => metrics(&app),
-        _ if upgrade => match app.config.route_for(&path, RouteKind::Websocket) {
-            Some(route) => websocket(&app, route, remote, req).await,
+        ("GET", "/health") if !upgrade => health(&app, &live),
+        ("GET", "/metrics") if !upgrade => metrics(&app, &live),
+        _ if upgrade => match live.config.route_for(&path, RouteKind::Websocket) {
+            Some(route) => websocket(&app, &live, route, remote, req).await,
             None => error(StatusCode::NOT_FOUND, "no WebSocket route here"),
         },
-        _ => match app.config.route_for(&path, RouteKind::Http) {
-            Some(route) => http_route(&app, route, remote, req).await,
-            None if app.config.route_for(&path, RouteKind::Websocket).is_some() => error(
+        _ => match live.config.route_for(&path, RouteKind::Http) {
+            Some(route) => http_route(&app, &live, route, remote, req).await,
+            None if live.config.route_for(&path, RouteKind::Websocket).is_some() => error(
                 StatusCode::UPGRADE_REQUIRED,
                 "this route accepts WebSocket upgrades only",
             ),
@@ -91,8 +92,8 @@ async fn handle(
     Ok(resp)
 }
 
-fn health(app: &App) -> Response<Body> {
-    let plugins: serde_json::Map<String, serde_json::Value> = app
+fn health(app: &App, live: &Live) -> Response<Body> {
+    let plugins: serde_json::Map<String, serde_json::Value> = live
         .plugins
         .iter()
         .map(|(name, slot)| {
@@ -108,6 +109,9 @@ fn health(app: &App) -> Response<Body> {
                     "last_error": s.last_error,
                     "calls": m.calls.load(Relaxed),
                     "traps": m.traps.load(Relaxed),
+                    "recent_faults": s.recent_faults,
+                    "reloads": s.reloads,
+                    "last_reload_ms": s.last_reload_ms,
                 }),
             )
         })
@@ -115,19 +119,20 @@ fn health(app: &App) -> Response<Body> {
     json(
         StatusCode::OK,
         serde_json::json!({
-            "status": "ok",
+            "status": if live.plugins.values().any(|p| p.is_disabled()) { "degraded" } else { "ok" },
             "uptime_seconds": app.started.elapsed().as_secs(),
+            "config": app.config_status(),
             "connections": app.hub.len(),
             "plugins": plugins,
         }),
     )
 }
 
-fn metrics(app: &App) -> Response<Body> {
+fn metrics(app: &App, live: &Live) -> Response<Body> {
     let text = app.metrics.render(
-        app.plugins
+        live.plugins
             .iter()
-            .map(|(n, s)| (n.as_str(), &s.shared.metrics)),
+            .map(|(n, s)| (n.as_str(), &s.shared.metrics, s.is_disabled())),
     );
     let mut r = Response::new(Full::new(Bytes::from(text)));
     r.headers_mut().insert(
@@ -157,14 +162,14 @@ type Authed = (Option<String>, Option<String>, Option<u64>);
 
 /// Verifies the route's token; the error is the ready 401 response.
 fn authenticate(
-    app: &App,
+    live: &Live,
     route: &Route,
     req: &Request<Incoming>,
 ) -> Result<Authed, Box<Response<Body>>> {
     let Some(profile) = &route.auth else {
         return Ok((None, None, None));
     };
-    let Some(v) = app.auth.profile(profile) else {
+    let Some(v) = live.auth.profile(profile) else {
         return Err(Box::new(error(
             StatusCode::INTERNAL_SERVER_ERROR,
             "auth profile missing",
@@ -195,6 +200,7 @@ fn authenticate(
 
 async fn websocket(
     app: &Arc<App>,
+    live: &Live,
     route: &Route,
     remote: SocketAddr,
     mut req: Request<Incoming>,
@@ -206,11 +212,16 @@ async fn websocket(
     if !route.origin_allowed(header(&req, "origin")) {
         return refuse(app, error(StatusCode::FORBIDDEN, "origin not allowed"));
     }
-    let (claims, subprotocol, expires_at_ms) = match authenticate(app, route, &req) {
+    let (claims, subprotocol, expires_at_ms) = match authenticate(live, route, &req) {
         Ok(x) => x,
         Err(r) => return refuse(app, *r),
     };
-    let Some(slot) = app.plugins.get(&route.plugin).cloned() else {
+    let Some(slot) = live
+        .plugins
+        .get(&route.plugin)
+        .cloned()
+        .filter(|s| !s.is_disabled())
+    else {
         return refuse(
             app,
             error(StatusCode::SERVICE_UNAVAILABLE, "plugin not loaded"),
@@ -225,7 +236,7 @@ async fn websocket(
         remote,
         claims,
         subprotocol: subprotocol.clone(),
-        limits: route.limits.apply(app.config.limits),
+        limits: route.limits.apply(live.config.limits),
         expires_at_ms,
     };
     let (resp, fut) = match fastwebsockets::upgrade::upgrade(&mut req) {
@@ -312,6 +323,7 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 
 async fn http_route(
     app: &Arc<App>,
+    live: &Live,
     route: &Route,
     remote: SocketAddr,
     req: Request<Incoming>,
@@ -324,18 +336,26 @@ async fn http_route(
     if !route.origin_allowed(header(&req, "origin")) {
         return error(StatusCode::FORBIDDEN, "origin not allowed");
     }
-    let (claims, _, _) = match authenticate(app, route, &req) {
+    let (claims, _, _) = match authenticate(live, route, &req) {
         Ok(x) => x,
         Err(r) => return *r,
     };
-    let Some(slot) = app.plugins.get(&route.plugin).cloned() else {
-        return error(StatusCode::SERVICE_UNAVAILABLE, "plugin not loaded");
+    let Some(slot) = live
+        .plugins
+        .get(&route.plugin)
+        .cloned()
+        .filter(|s| !s.is_disabled())
+    else {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "plugin not loaded or disabled",
+        );
     };
     let method = req.method().to_string();
     let path = req.uri().path().to_string();
     let query = req.uri().query().unwrap_or("").to_string();
     let hdrs = headers(&req);
-    let limit = app.config.server.max_http_body_bytes;
+    let limit = live.config.server.max_http_body_bytes;
     let body = match Limited::new(req.into_body(), limit).collect().await {
         Ok(b) => b.to_bytes().to_vec(),
         Err(_) => return error(StatusCode::PAYLOAD_TOO_LARGE, "request body too large"),
@@ -365,6 +385,7 @@ async fn http_route(
             resp
         }
         Err(CallError::Busy) => error(StatusCode::SERVICE_UNAVAILABLE, "plugin busy"),
+        Err(CallError::Disabled) => error(StatusCode::SERVICE_UNAVAILABLE, "plugin disabled"),
         Err(e) => {
             tracing::warn!(route = %route.path, "plugin http call failed: {e}");
             error(StatusCode::INTERNAL_SERVER_ERROR, "plugin error")

@@ -123,6 +123,12 @@ async fn read_loop(
             }
             metrics.frames_in.fetch_add(1, Relaxed);
             if let Err(e) = slot.on_frame(conn, &frame).await {
+                if slot.keeps_connection(&e) {
+                    tracing::warn!(
+                        "plugin failed on a frame, connection kept by fault policy: {e}"
+                    );
+                    continue;
+                }
                 let code = match e {
                     CallError::Busy => 1013,
                     _ => 1011,

@@ -41,8 +41,10 @@ pub struct PluginEngine {
 }
 
 impl PluginEngine {
-    /// Builds the engine with room for `instances` live instances of at most `max_memory` bytes.
-    pub fn new(instances: u32, max_memory: u64, cache_dir: PathBuf) -> anyhow::Result<Self> {
+    /// Builds the engine with room for `instances` live instances; per-plugin memory caps are
+    /// enforced per store, under the pool's 4 GiB per-memory ceiling.
+    pub fn new(instances: u32, cache_dir: PathBuf) -> anyhow::Result<Self> {
+        let max_memory: u64 = 4 << 30;
         let mut pool = PoolingAllocationConfig::default();
         pool.total_component_instances(instances)
             .total_core_instances(instances * 8)

@@ -246,9 +246,8 @@ impl host::Host for HostState {
     }
 
     fn verify_token(&mut self, token: String, profile: String) -> Result<String, String> {
-        let v = self
-            .shared
-            .auth
+        let auth = self.shared.auth.load();
+        let v = auth
             .profile(&profile)
             .ok_or_else(|| format!("no auth profile '{profile}'"))?;
         v.verify(&token)

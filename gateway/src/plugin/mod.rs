@@ -2,6 +2,7 @@
 //! bounded pool of reusable instances that run every call under a deadline and a memory cap.
 
 mod engine;
+pub mod faults;
 mod host;
 mod slot;
 

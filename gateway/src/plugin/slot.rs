@@ -2,6 +2,7 @@
 //! them. A call that traps or runs past its deadline discards its instance only.
 
 use super::bindings::{Plugin, PluginPre};
+use super::faults::{FaultPolicy, FaultTracker, OnFault};
 use super::host::HostState;
 use super::{ConnInfo, Frame, HttpRequest, HttpResponse, Reject};
 use crate::hub::{Conn, Hub};
@@ -36,6 +37,9 @@ pub enum CallError {
     /// A new instance failed to start or its `init` failed.
     #[error("plugin failed to start: {0}")]
     Init(String),
+    /// The plugin spent its crash budget and is disabled until a new version loads.
+    #[error("plugin disabled after repeated faults")]
+    Disabled,
 }
 
 /// A loaded version of a plugin.
@@ -52,15 +56,35 @@ pub struct PluginVersion {
     pub memory_limit: usize,
     /// Budget of one call.
     pub call_timeout: Duration,
+    /// Bounds how many instances run at once.
+    pub permits: Arc<Semaphore>,
+    /// What faults do.
+    pub faults: FaultPolicy,
+    /// The `plugins.toml` entry this version was built from (with the resolved wasm path).
+    pub source: crate::config::PluginConfig,
 }
 
 /// Health of a plugin as shown on `/health`.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct PluginStatus {
-    /// `running` or `failed`.
+    /// `running`, or `disabled` once the crash budget is spent.
     pub state: &'static str,
-    /// The last error (trap, init failure), if any.
+    /// The last error (trap, init failure, failed reload), if any.
     pub last_error: Option<String>,
+    /// Faults inside the current crash-budget window.
+    pub recent_faults: usize,
+    /// Successful reloads since start.
+    pub reloads: u64,
+    /// Milliseconds from file change to the new version serving, for the last reload.
+    pub last_reload_ms: Option<f64>,
+}
+
+#[derive(Default)]
+struct SlotState {
+    last_error: Option<String>,
+    faults: FaultTracker,
+    reloads: u64,
+    last_reload_ms: Option<f64>,
 }
 
 /// What host imports need, shared by every instance and version of a plugin.
@@ -71,8 +95,8 @@ pub struct PluginShared {
     pub hub: Arc<Hub>,
     /// Host-owned key-value namespace.
     pub kv: Kv,
-    /// Auth profiles for `verify-token`.
-    pub auth: Arc<crate::auth::Authenticator>,
+    /// Auth profiles for `verify-token`; replaced when the config reloads.
+    pub auth: ArcSwap<crate::auth::Authenticator>,
     /// Counters.
     pub metrics: PluginMetrics,
     /// Pending timers.
@@ -101,6 +125,7 @@ struct Lease {
     inst: Instance,
     _permit: OwnedSemaphorePermit,
     timeout_ms: u64,
+    policy: FaultPolicy,
 }
 
 /// A plugin with its instance pool.
@@ -109,28 +134,22 @@ pub struct PluginSlot {
     pub shared: Arc<PluginShared>,
     version: ArcSwap<PluginVersion>,
     idle: Mutex<Vec<Instance>>,
-    permits: Arc<Semaphore>,
-    status: Mutex<PluginStatus>,
+    state: Mutex<SlotState>,
     engine: wasmtime::Engine,
 }
 
 impl PluginSlot {
-    /// Wraps a first version; `max_instances` bounds the pool.
+    /// Wraps a first version.
     pub fn new(
         shared: Arc<PluginShared>,
         version: PluginVersion,
-        max_instances: u32,
         engine: wasmtime::Engine,
     ) -> Arc<Self> {
         let slot = Arc::new(Self {
             shared,
             version: ArcSwap::from_pointee(version),
             idle: Mutex::new(Vec::new()),
-            permits: Arc::new(Semaphore::new(max_instances as usize)),
-            status: Mutex::new(PluginStatus {
-                state: "running",
-                last_error: None,
-            }),
+            state: Mutex::new(SlotState::default()),
             engine,
         });
         *slot.shared.slot.lock() = Arc::downgrade(&slot);
@@ -156,7 +175,47 @@ impl PluginSlot {
 
     /// Current health.
     pub fn status(&self) -> PluginStatus {
-        self.status.lock().clone()
+        let s = self.state.lock();
+        PluginStatus {
+            state: if s.faults.disabled {
+                "disabled"
+            } else {
+                "running"
+            },
+            last_error: s.last_error.clone(),
+            recent_faults: s.faults.recent_faults(),
+            reloads: s.reloads,
+            last_reload_ms: s.last_reload_ms,
+        }
+    }
+
+    /// Whether the crash budget is spent.
+    pub fn is_disabled(&self) -> bool {
+        self.state.lock().faults.disabled
+    }
+
+    /// Makes `v` the version new events use; running calls finish on the old one, whose
+    /// idle instances are dropped. Faults and errors start over.
+    pub fn swap(&self, v: PluginVersion, latency: Option<Duration>) {
+        self.version.store(Arc::new(v));
+        self.idle.lock().clear();
+        let mut s = self.state.lock();
+        s.faults = FaultTracker::default();
+        s.last_error = None;
+        s.reloads += 1;
+        s.last_reload_ms = latency.map(|d| d.as_secs_f64() * 1000.0);
+    }
+
+    /// Records an error that did not come from a call (a failed reload, say).
+    pub fn set_error(&self, msg: String) {
+        self.state.lock().last_error = Some(msg);
+    }
+
+    /// Whether a connection survives this call failure under the plugin's fault policy.
+    pub fn keeps_connection(&self, e: &CallError) -> bool {
+        matches!(e, CallError::Trap(_) | CallError::Timeout(_))
+            && self.version.load().faults.on_fault == OnFault::Restart
+            && !self.is_disabled()
     }
 
     /// Starts a throwaway instance of `version` and runs `init`: a smoke test before serving.
@@ -201,11 +260,14 @@ impl PluginSlot {
     }
 
     async fn acquire(&self) -> Result<Lease, CallError> {
-        let permit = tokio::time::timeout(ACQUIRE_TIMEOUT, self.permits.clone().acquire_owned())
+        if self.is_disabled() {
+            return Err(CallError::Disabled);
+        }
+        let v = self.version.load_full();
+        let permit = tokio::time::timeout(ACQUIRE_TIMEOUT, v.permits.clone().acquire_owned())
             .await
             .map_err(|_| CallError::Busy)?
             .map_err(|_| CallError::Busy)?;
-        let v = self.version.load();
         let reuse = {
             let mut idle = self.idle.lock();
             idle.retain(|i| i.generation == v.generation);
@@ -213,13 +275,23 @@ impl PluginSlot {
         };
         let mut inst = match reuse {
             Some(i) => i,
-            None => match self.instantiate(&v).await {
-                Ok(i) => i,
-                Err(e) => {
-                    self.record_error(&e);
-                    return Err(e);
+            None => {
+                let delay = self
+                    .state
+                    .lock()
+                    .faults
+                    .restart_delay(&v.faults, Instant::now());
+                if !delay.is_zero() {
+                    tokio::time::sleep(delay).await;
                 }
-            },
+                match self.instantiate(&v).await {
+                    Ok(i) => i,
+                    Err(e) => {
+                        self.record_error(&e);
+                        return Err(e);
+                    }
+                }
+            }
         };
         inst.store.data_mut().deadline = Instant::now() + v.call_timeout;
         inst.store.set_epoch_deadline(1);
@@ -228,6 +300,7 @@ impl PluginSlot {
             inst,
             _permit: permit,
             timeout_ms: v.call_timeout.as_millis() as u64,
+            policy: v.faults,
         })
     }
 
@@ -242,7 +315,9 @@ impl PluginSlot {
         m.latency.observe(started.elapsed());
         match r {
             Ok(v) => {
-                if lease.inst.calls < MAX_CALLS_PER_INSTANCE {
+                self.state.lock().faults.success();
+                let current = self.version.load().generation == lease.inst.generation;
+                if current && lease.inst.calls < MAX_CALLS_PER_INSTANCE {
                     self.idle.lock().push(lease.inst);
                 }
                 Ok(v)
@@ -256,15 +331,42 @@ impl PluginSlot {
                     }
                     _ => CallError::Trap(format!("{e}{}", lease.inst.store.data().stderr_tail())),
                 };
-                self.record_error(&err);
+                let spent = {
+                    let mut s = self.state.lock();
+                    s.last_error = Some(err.to_string());
+                    s.faults.record(&lease.policy, Instant::now())
+                };
                 tracing::warn!(plugin = %self.shared.name, "{err}; instance discarded");
+                if spent {
+                    self.disable();
+                }
                 Err(err)
             }
         }
     }
 
     fn record_error(&self, e: &CallError) {
-        self.status.lock().last_error = Some(e.to_string());
+        self.state.lock().last_error = Some(e.to_string());
+    }
+
+    /// Crash budget spent: drop the instances and close the plugin's connections with 1011.
+    fn disable(&self) {
+        self.idle.lock().clear();
+        let conns: Vec<_> = self
+            .shared
+            .hub
+            .all()
+            .into_iter()
+            .filter(|c| c.plugin == self.shared.name)
+            .collect();
+        tracing::error!(
+            plugin = %self.shared.name,
+            connections = conns.len(),
+            "crash budget spent: plugin disabled until a new version is loaded"
+        );
+        for c in conns {
+            c.outbox.close(1011, "plugin disabled");
+        }
     }
 
     /// Asks the plugin whether to accept a connection.
