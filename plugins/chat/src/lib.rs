@@ -74,6 +74,8 @@ impl Plugin for Chat {
 fn handle_text(conn: ConnId, user: &User, text: &str) -> Result<(), ClientError> {
     match parse_request(text)? {
         Request::Ping { data } => {
+            #[cfg(feature = "reload-test-variant")]
+            let data = serde_json::json!({"variant": true, "data": data});
             let pong = stamped("pong", &data, None, None);
             let _ = host::send(conn, &Frame::Text(pong));
         }
