@@ -41,6 +41,9 @@ pub struct ConfigStatus {
     pub last_error: Option<String>,
     #[serde(skip)]
     text_hash: Option<String>,
+    /// Plugin files a refused config is waiting for: their change triggers a retry.
+    #[serde(skip)]
+    pending_files: Vec<PathBuf>,
 }
 
 /// Shared state every request handler sees.
@@ -121,6 +124,7 @@ impl App {
                 generation: 1,
                 last_error: None,
                 text_hash: config_path.as_deref().and_then(file_hash),
+                pending_files: Vec::new(),
             }),
             config_path,
             reload_lock: tokio::sync::Mutex::new(()),
@@ -167,6 +171,7 @@ impl App {
             .map(|p| live.config.resolve(&p.wasm))
             .collect();
         v.extend(self.config_path.clone());
+        v.extend(self.config_status.lock().pending_files.iter().cloned());
         v
     }
 
@@ -224,6 +229,7 @@ impl App {
         if let Some(path) = &self.config_path {
             let hash = file_hash(path);
             let changed = hash != self.config_status.lock().text_hash;
+            tracing::debug!(changed, "config file checked");
             if changed {
                 match Config::load(path)
                     .map_err(anyhow::Error::from)
@@ -240,7 +246,9 @@ impl App {
                             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         let mut st = self.config_status.lock();
                         st.last_error = Some(msg.clone());
-                        st.text_hash = hash;
+                        // Forget the served file's hash: whatever comes next is read again,
+                        // even if it is the old text restored.
+                        st.text_hash = None;
                         report.errors.push(msg);
                     }
                 }
@@ -317,7 +325,9 @@ impl App {
             tracing::error!("{msg}; previous config keeps serving");
             let mut st = self.config_status.lock();
             st.last_error = Some(msg);
-            st.text_hash = next_cfg.and_then(|(_, _, h)| h);
+            st.text_hash = None;
+            // Retry when one of the new config's plugin files changes.
+            st.pending_files = cfg.plugins.values().map(|p| cfg.resolve(&p.wasm)).collect();
             return report;
         }
         let latency = since.elapsed();
@@ -355,6 +365,7 @@ impl App {
             st.generation += 1;
             st.last_error = None;
             st.text_hash = hash;
+            st.pending_files.clear();
             if cur.config.server.listen != cfg.server.listen {
                 tracing::warn!("listener changes take effect after a restart");
             }

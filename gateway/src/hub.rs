@@ -186,11 +186,16 @@ impl Hub {
 
     /// Queues an encoded frame on a connection, applying the slow-consumer policy.
     pub fn deliver(&self, conn: &Conn, frame: Bytes) -> bool {
+        let ok = self.push(conn, frame);
+        if ok {
+            self.metrics.frames_out.fetch_add(1, Relaxed);
+        }
+        ok
+    }
+
+    fn push(&self, conn: &Conn, frame: Bytes) -> bool {
         match conn.outbox.push(frame) {
-            Push::Queued => {
-                self.metrics.frames_out.fetch_add(1, Relaxed);
-                true
-            }
+            Push::Queued => true,
             Push::Overflow => {
                 self.metrics.slow_consumer_drops.fetch_add(1, Relaxed);
                 tracing::warn!(conn = conn.id, remote = %conn.remote, "slow consumer: outbound queue full, closing with 1008");
@@ -259,10 +264,11 @@ impl Hub {
         };
         let mut n = 0;
         for (id, conn) in members {
-            if Some(*id) != except && self.deliver(conn, frame.clone()) {
+            if Some(*id) != except && self.push(conn, frame.clone()) {
                 n += 1;
             }
         }
+        self.metrics.frames_out.fetch_add(n as u64, Relaxed);
         n
     }
 }

@@ -73,7 +73,7 @@ fn check(rest: &[String]) -> anyhow::Result<()> {
             Ok(())
         }
         Err(e) => {
-            eprintln!("{e}");
+            eprintln!("{e:#}");
             std::process::exit(1)
         }
     }

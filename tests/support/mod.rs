@@ -203,12 +203,14 @@ pub struct GatewayBuilder {
     admin_key: Option<String>,
     jwt_secret: String,
     listeners: usize,
+    files: Vec<(String, PathBuf)>,
 }
 
 impl GatewayBuilder {
-    /// `config` is TOML. `@CHAT_WASM@`, `@FAULTY_WASM@` and `@FIXTURES@` are replaced by quoted
-    /// absolute paths; a `[server]` section (one listener on 127.0.0.1:0, a shared cache dir,
-    /// a short shutdown grace) is added unless the config has one.
+    /// `config` is TOML. `@CHAT_WASM@`, `@FAULTY_WASM@`, `@ECHO_WASM@` and `@FIXTURES@` are
+    /// replaced by quoted absolute paths and `@DIR@` by the gateway's temp dir (unquoted, for use
+    /// inside a string: `wasm = "@DIR@/chat.wasm"`); a `[server]` section (one listener on
+    /// 127.0.0.1:0, a shared cache dir, a short shutdown grace) is added unless the config has one.
     pub fn new(config: impl Into<String>) -> Self {
         let n = UNIQUE.fetch_add(1, Ordering::Relaxed);
         GatewayBuilder {
@@ -220,6 +222,7 @@ impl GatewayBuilder {
                 std::process::id()
             ),
             listeners: 1,
+            files: Vec::new(),
         }
     }
 
@@ -241,19 +244,11 @@ impl GatewayBuilder {
         self
     }
 
-    fn render_config(&self) -> String {
-        let mut cfg = String::new();
-        if !self.config.contains("[server]") {
-            cfg.push_str(&format!(
-                "[server]\nlisten = [\"127.0.0.1:0\"]\ncache_dir = {}\nshutdown_grace_ms = 3000\n\n",
-                toml_path(&shared_cache_dir())
-            ));
-        }
-        cfg.push_str(&self.config);
-        cfg.replace("@CHAT_WASM@", &toml_path(&plugin_wasm("chat")))
-            .replace("@FAULTY_WASM@", &toml_path(&plugin_wasm("faulty")))
-            .replace("@FIXTURES@", &toml_path(&fixture("")))
-            .replace("@CACHE_DIR@", &toml_path(&shared_cache_dir()))
+    /// Copies `source` to `<gateway dir>/<name>` before the gateway starts (a file the test
+    /// can replace later; refer to it as `"@DIR@/<name>"` in the config).
+    pub fn file(mut self, name: &str, source: impl Into<PathBuf>) -> Self {
+        self.files.push((name.to_string(), source.into()));
+        self
     }
 
     /// Spawns the gateway and waits (bounded) until it prints its listening lines.
@@ -264,7 +259,7 @@ impl GatewayBuilder {
             "gateway binary not found at {} (run `cargo build -p gateway` or set GATEWAY_BIN)",
             bin.display()
         );
-        for plugin in ["chat", "faulty"] {
+        for plugin in ["chat", "faulty", "echo"] {
             if self
                 .config
                 .contains(&format!("@{}_WASM@", plugin.to_uppercase()))
@@ -279,8 +274,12 @@ impl GatewayBuilder {
             }
         }
         let dir = unique_temp_dir("gw");
+        for (name, source) in &self.files {
+            std::fs::copy(source, dir.join(name))
+                .unwrap_or_else(|e| panic!("copy {} into the gateway dir: {e}", source.display()));
+        }
         let config_path = dir.join("gateway.toml");
-        let rendered = self.render_config();
+        let rendered = render_config(&self.config, &dir);
         std::fs::write(&config_path, &rendered).expect("write config");
 
         let mut cmd = Command::new(&bin);
@@ -384,6 +383,40 @@ impl GatewayBuilder {
     }
 }
 
+/// Renders a test config: fills the placeholders (see [`GatewayBuilder::new`]) and adds the
+/// standard `[server]` section unless `config` has one. Rendering the same text twice gives the
+/// same output, so a reload config differs from the original only where the test changes it.
+fn render_config(config: &str, dir: &Path) -> String {
+    let mut cfg = String::new();
+    if !config.contains("[server]") {
+        cfg.push_str(&format!(
+            "[server]\nlisten = [\"127.0.0.1:0\"]\ncache_dir = {}\nshutdown_grace_ms = 3000\n\n",
+            toml_path(&shared_cache_dir())
+        ));
+    }
+    cfg.push_str(config);
+    let quoted_dir = toml_path(dir);
+    cfg.replace("@CHAT_WASM@", &toml_path(&plugin_wasm("chat")))
+        .replace("@FAULTY_WASM@", &toml_path(&plugin_wasm("faulty")))
+        .replace("@ECHO_WASM@", &toml_path(&plugin_wasm("echo")))
+        .replace("@FIXTURES@", &toml_path(&fixture("")))
+        .replace("@CACHE_DIR@", &toml_path(&shared_cache_dir()))
+        .replace("@DIR@", &quoted_dir[1..quoted_dir.len() - 1])
+}
+
+/// Replaces `path` atomically: writes `<path>.tmp` in the same directory, then renames it over
+/// `path`. Returns the moment just before the rename (the file change a reload reacts to).
+pub fn replace_file(path: &Path, contents: &[u8]) -> Instant {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    std::fs::write(&tmp, contents).unwrap_or_else(|e| panic!("write {}: {e}", tmp.display()));
+    let at = Instant::now();
+    std::fs::rename(&tmp, path)
+        .unwrap_or_else(|e| panic!("rename {} -> {}: {e}", tmp.display(), path.display()));
+    at
+}
+
 fn append_log(log: &Arc<Mutex<String>>, stream: &str, line: &str) {
     const MAX_LOG: usize = 256 * 1024;
     let mut log = log.lock().unwrap_or_else(|e| e.into_inner());
@@ -430,6 +463,70 @@ impl Gateway {
     /// The first listener.
     pub fn addr(&self) -> SocketAddr {
         self.addrs[0]
+    }
+
+    /// The gateway's temp dir (holds its config and the files given to [`GatewayBuilder::file`]).
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// `config` rendered like the config the gateway was started with.
+    pub fn render(&self, config: &str) -> String {
+        render_config(config, &self.dir)
+    }
+
+    /// Atomically replaces the config file with `config` rendered (see [`Gateway::render`]);
+    /// returns the moment of the rename.
+    pub fn rewrite_config(&self, config: &str) -> Instant {
+        replace_file(&self.config_path, self.render(config).as_bytes())
+    }
+
+    /// Atomically replaces `<gateway dir>/<name>` with `contents`; returns the moment of the rename.
+    pub fn replace_file(&self, name: &str, contents: &[u8]) -> Instant {
+        replace_file(&self.dir.join(name), contents)
+    }
+
+    /// Polls `/health` until `pred` holds, bounded by `timeout`; returns that health document.
+    pub async fn wait_health(
+        &self,
+        what: &str,
+        timeout: Duration,
+        pred: impl Fn(&Value) -> bool,
+    ) -> Value {
+        let last = Mutex::new(Value::Null);
+        let found = self
+            .poll_until_or_none(timeout, || async {
+                let h = self.health().await;
+                let ok = pred(&h);
+                *last.lock().unwrap_or_else(|e| e.into_inner()) = h.clone();
+                ok.then_some(h)
+            })
+            .await;
+        found.unwrap_or_else(|| {
+            panic!(
+                "timed out after {timeout:?} waiting for /health: {what}\nlast /health: {}\nlog:\n{}",
+                last.lock().unwrap_or_else(|e| e.into_inner()),
+                self.logs()
+            )
+        })
+    }
+
+    /// Like [`Gateway::poll_until`] but returns `None` at the deadline instead of panicking.
+    pub async fn poll_until_or_none<T, F, Fut>(&self, timeout: Duration, mut probe: F) -> Option<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Option<T>>,
+    {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(v) = probe().await {
+                return Some(v);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
     }
 
     pub fn pid(&self) -> u32 {
@@ -895,7 +992,36 @@ async fn reader_loop(
     }
 }
 
+/// A cloneable, `Send + Sync` handle that writes to a [`WsClient`]'s socket (for tasks that
+/// send while another borrow of the client reads).
+#[derive(Clone)]
+pub struct WsSender {
+    writer: Arc<tokio::sync::Mutex<WsWriter>>,
+}
+
+impl WsSender {
+    /// Writes one text frame, bounded by [`TIMEOUT`].
+    pub async fn send_text(&self, text: &str) -> Result<(), WebSocketError> {
+        let frame = Frame::text(Payload::Owned(text.as_bytes().to_vec()));
+        let mut w = self.writer.lock().await;
+        match tokio::time::timeout(TIMEOUT, w.write_frame(frame)).await {
+            Ok(r) => r,
+            Err(_) => Err(WebSocketError::IoError(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "write timed out",
+            ))),
+        }
+    }
+}
+
 impl WsClient {
+    /// A handle that writes to this client's socket.
+    pub fn sender(&self) -> WsSender {
+        WsSender {
+            writer: self.writer.clone(),
+        }
+    }
+
     /// Starts reading the socket (only needed for clients connected with `paused`).
     pub fn resume(&mut self) {
         if let Some(reader) = self.paused_reader.take() {
@@ -1218,6 +1344,14 @@ impl Metrics {
             }
         }
         found.then_some(total)
+    }
+
+    /// The value of the sample of `name` whose label `key` is `value`, if there is one.
+    pub fn labeled(&self, name: &str, key: &str, value: &str) -> Option<f64> {
+        self.samples
+            .iter()
+            .find(|(n, l, _)| n == name && l.get(key).map(String::as_str) == Some(value))
+            .map(|(_, _, v)| *v)
     }
 
     /// Like [`Metrics::sum`] but panics with the exposition when the metric is missing.

@@ -9,6 +9,7 @@ use crate::metrics::Metrics;
 use crate::plugin::{self, CallError, PluginSlot};
 use bytes::{Bytes, BytesMut};
 use codec::{Decoder, Message};
+use std::io::IoSlice;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
@@ -59,7 +60,14 @@ pub async fn run(
     async move {
         let _ = stream.set_nodelay(true);
         let (rd, wr) = stream.into_split();
-        let writer = tokio::spawn(write_loop(conn.clone(), wr, metrics.clone()).in_current_span());
+        // The writer is polled once per batch: it logs through the span instead of entering it
+        // on every poll.
+        let writer = tokio::spawn(write_loop(
+            conn.clone(),
+            wr,
+            metrics.clone(),
+            tracing::Span::current(),
+        ));
         let (code, reason) = read_loop(&conn, &slot, rd, leftover, &metrics).await;
         conn.outbox.close(code, &reason);
         tracing::debug!(code, reason = %reason, "connection closed");
@@ -179,30 +187,26 @@ async fn sleep_until_opt(t: Option<tokio::time::Instant>) {
     }
 }
 
-async fn write_loop(conn: Arc<Conn>, mut wr: OwnedWriteHalf, metrics: Arc<Metrics>) {
+async fn write_loop(
+    conn: Arc<Conn>,
+    mut wr: OwnedWriteHalf,
+    metrics: Arc<Metrics>,
+    span: tracing::Span,
+) {
     let ping_every = Duration::from_millis(conn.limits.ping_interval_ms.max(100));
     let idle_ms = conn.limits.idle_timeout_ms;
     let mut frames: Vec<Bytes> = Vec::new();
-    let mut buf: Vec<u8> = Vec::new();
     let mut next_ping = tokio::time::Instant::now() + ping_every;
+    // One timer per connection, re-armed only when it fires (not on every wake-up).
+    let tick = tokio::time::sleep_until(next_tick(&conn, next_ping));
+    tokio::pin!(tick);
     loop {
         let close = conn.outbox.drain(&mut frames);
         if !frames.is_empty() {
-            let n = frames.len();
-            let r = if n == 1 {
-                write_guarded(&conn, &mut wr, &frames[0]).await
-            } else {
-                buf.clear();
-                for f in &frames {
-                    buf.extend_from_slice(f);
-                }
-                write_guarded(&conn, &mut wr, &buf).await
-            };
+            let r = write_frames(&conn, &mut wr, &frames).await;
             frames.clear();
-            if buf.capacity() > 256 << 10 {
-                buf = Vec::new();
-            }
-            if frames.capacity() > 1024 {
+            // Keep a small batch list; give a large one back so idle connections stay small.
+            if frames.capacity() > 256 {
                 frames = Vec::new();
             }
             match r {
@@ -224,53 +228,89 @@ async fn write_loop(conn: Arc<Conn>, mut wr: OwnedWriteHalf, metrics: Arc<Metric
             let _ = tokio::time::timeout(WRITE_GRACE, wr.shutdown()).await;
             return;
         }
-        let wake_at = match conn.expires_at_ms {
-            Some(exp) => {
-                let left = exp.saturating_sub(crate::auth::now_ms());
-                next_ping.min(tokio::time::Instant::now() + Duration::from_millis(left))
-            }
-            None => next_ping,
-        };
         tokio::select! {
             _ = conn.outbox.wake.notified() => {}
-            _ = tokio::time::sleep_until(wake_at) => {
+            _ = &mut tick => {
                 let now = crate::auth::now_ms();
                 if conn.expires_at_ms.is_some_and(|e| now >= e) {
-                    tracing::info!("token expired");
+                    tracing::info!(parent: &span, "token expired");
                     conn.outbox.close(4001, "token expired");
-                    continue;
+                } else if tokio::time::Instant::now() >= next_ping {
+                    next_ping = tokio::time::Instant::now() + ping_every;
+                    let silent = now.saturating_sub(conn.last_seen_ms.load(Relaxed));
+                    if silent >= idle_ms {
+                        tracing::info!(parent: &span, silent_ms = silent, "idle timeout");
+                        conn.outbox.close(1001, "idle timeout");
+                    } else {
+                        conn.outbox.push(codec::encode(codec::op::PING, b""));
+                    }
                 }
-                if tokio::time::Instant::now() < next_ping {
-                    continue;
-                }
-                next_ping = tokio::time::Instant::now() + ping_every;
-                let silent = now.saturating_sub(conn.last_seen_ms.load(Relaxed));
-                if silent >= idle_ms {
-                    tracing::info!(silent_ms = silent, "idle timeout");
-                    conn.outbox.close(1001, "idle timeout");
-                } else {
-                    conn.outbox.push(codec::encode(codec::op::PING, b""));
-                }
+                tick.as_mut().reset(next_tick(&conn, next_ping));
             }
         }
     }
 }
 
-/// Writes everything, giving up shortly after a close is scheduled if the peer is not reading.
-async fn write_guarded(
+/// The next time the writer must look at the clock: the next ping, or the token's expiry.
+fn next_tick(conn: &Conn, next_ping: tokio::time::Instant) -> tokio::time::Instant {
+    match conn.expires_at_ms {
+        Some(exp) => {
+            let left = exp.saturating_sub(crate::auth::now_ms());
+            next_ping.min(tokio::time::Instant::now() + Duration::from_millis(left))
+        }
+        None => next_ping,
+    }
+}
+
+/// Most frames handed to one `writev` call.
+const MAX_IOV: usize = 256;
+
+/// Writes a batch of encoded frames with vectored writes (one system call per `MAX_IOV` frames
+/// when the socket keeps up), giving up shortly after a close is scheduled if the peer is not
+/// reading.
+async fn write_frames(
     conn: &Conn,
     wr: &mut OwnedWriteHalf,
-    data: &[u8],
+    frames: &[Bytes],
 ) -> std::io::Result<usize> {
-    let fut = wr.write_all(data);
-    tokio::pin!(fut);
-    tokio::select! {
-        r = &mut fut => r.map(|_| data.len()),
-        _ = conn.outbox.closing.notified() => {
-            match tokio::time::timeout(WRITE_GRACE, fut).await {
-                Ok(r) => r.map(|_| data.len()),
-                Err(_) => Err(std::io::ErrorKind::TimedOut.into()),
+    let mut total = 0;
+    for chunk in frames.chunks(MAX_IOV) {
+        let mut iov: [IoSlice<'_>; MAX_IOV] = [IoSlice::new(&[]); MAX_IOV];
+        for (slot, f) in iov.iter_mut().zip(chunk) {
+            *slot = IoSlice::new(f);
+        }
+        let mut bufs = &mut iov[..chunk.len()];
+        while !bufs.is_empty() {
+            match wr.try_write_vectored(bufs) {
+                Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+                Ok(n) => {
+                    total += n;
+                    IoSlice::advance_slices(&mut bufs, n);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    wait_writable(conn, wr).await?
+                }
+                Err(e) => return Err(e),
             }
+        }
+    }
+    Ok(total)
+}
+
+/// Waits until the socket takes more bytes; once a close is scheduled, waits at most
+/// `WRITE_GRACE`.
+async fn wait_writable(conn: &Conn, wr: &OwnedWriteHalf) -> std::io::Result<()> {
+    if conn.outbox.close_state().is_some() {
+        return tokio::time::timeout(WRITE_GRACE, wr.writable())
+            .await
+            .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()));
+    }
+    tokio::select! {
+        r = wr.writable() => r,
+        _ = conn.outbox.closing.notified() => {
+            tokio::time::timeout(WRITE_GRACE, wr.writable())
+                .await
+                .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()))
         }
     }
 }

@@ -56,7 +56,9 @@ impl Outbox {
         if g.close.is_some() {
             return Push::Closed;
         }
-        if g.bytes + frame.len() > self.max_bytes || g.frames.len() >= self.max_frames {
+        // A single frame larger than the byte bound is accepted into an empty queue.
+        let over_bytes = g.bytes > 0 && g.bytes + frame.len() > self.max_bytes;
+        if over_bytes || g.frames.len() >= self.max_frames {
             g.frames = VecDeque::new();
             g.bytes = 0;
             g.close = Some((1008, "slow consumer: outbound queue full".into()));

@@ -15,7 +15,7 @@ pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
     /// The component file could not be read.
-    #[error("{path}: {source}")]
+    #[error("cannot read {path}")]
     Io {
         /// The file.
         path: String,

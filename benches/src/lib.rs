@@ -1,0 +1,13 @@
+//! Benchmark tooling for the gateway: a bare native broadcast server used as the
+//! baseline (`bare-server`) and a WebSocket load generator (`load`).
+//!
+//! Both binaries are thin wrappers around the modules here.
+
+pub mod bare;
+pub mod client;
+pub mod clock;
+pub mod frame;
+pub mod hist;
+pub mod loadgen;
+pub mod prefixed;
+pub mod target;

@@ -1,0 +1,219 @@
+//! Fault policy per plugin (`[plugins.X.faults]`): the crash budget that disables a plugin
+//! which keeps trapping (and a new version that re-enables it), and `on_fault = "restart"`,
+//! which drops only the failed event and keeps the connection.
+
+mod support;
+
+use std::time::Duration;
+
+use serde_json::json;
+use support::*;
+
+/// `faulty` on `/faulty` (WebSocket) and `/faulty-http`, with `faults` as its fault table and
+/// `call_timeout_ms`; `echo` on `/echo`.
+fn config(faults: &str, call_timeout_ms: u64) -> String {
+    format!(
+        r#"
+[plugins.faulty]
+wasm = @FAULTY_WASM@
+max_instances = 2
+memory_limit_mb = 16
+call_timeout_ms = {call_timeout_ms}
+
+[plugins.faulty.faults]
+{faults}
+
+[[routes]]
+path = "/faulty"
+kind = "websocket"
+plugin = "faulty"
+origins = ["*"]
+
+[[routes]]
+path = "/faulty-http"
+kind = "http"
+plugin = "faulty"
+
+[plugins.echo]
+wasm = @ECHO_WASM@
+max_instances = 2
+memory_limit_mb = 16
+
+[[routes]]
+path = "/echo"
+kind = "websocket"
+plugin = "echo"
+origins = ["*"]
+"#
+    )
+}
+
+async fn assert_echo(c: &mut WsClient, who: &str, text: &str) {
+    c.send_text(text).await;
+    match c.recv().await {
+        WsEvent::Text(t) => assert_eq!(t, text, "{who}: echo"),
+        other => panic!("{who}: expected the echo of {text:?}, got {other:?}"),
+    }
+}
+
+/// A new `/echo` connection past its greeting.
+async fn echo_client(gw: &Gateway) -> WsClient {
+    let mut c = gw.ws("/echo").await;
+    assert_eq!(c.recv_text().await, "hello", "echo greets on open");
+    c
+}
+
+fn disabled_metric(m: &Metrics, plugin: &str) -> f64 {
+    m.labeled("gateway_plugin_disabled", "plugin", plugin)
+        .unwrap_or_else(|| {
+            panic!(
+                "gateway_plugin_disabled{{plugin=\"{plugin}\"}} missing:\n{}",
+                m.raw
+            )
+        })
+}
+
+/// Opens a `/faulty` connection, checks it echoes, sends `trap` and expects close 1011.
+async fn trap_once(gw: &Gateway, round: usize) {
+    let who = format!("trapper{round}");
+    let mut c = gw.ws("/faulty").await;
+    assert_echo(&mut c, &who, "warm up").await;
+    c.send_text("trap").await;
+    let (code, frames) = c.expect_end_within(TIMEOUT).await;
+    assert!(frames.is_empty(), "{who}: trap produced {frames:?}");
+    assert_eq!(code, Some(1011), "{who}: ended with {:?}", c.ended);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_budget_disables_plugin() {
+    let faults = "max_faults = 3\nwindow_s = 60\nbackoff_ms = 10\nbackoff_max_ms = 2000";
+    let gw = Gateway::start(config(faults, 300));
+    let mut echo = echo_client(&gw).await;
+    let mut bystander = gw.ws("/faulty").await;
+    assert_echo(&mut bystander, "bystander", "before").await;
+    let before_http = gw.get("/faulty-http").await;
+    assert_ne!(
+        before_http.status,
+        503,
+        "/faulty-http before any fault: {}",
+        before_http.text()
+    );
+
+    // Three faults fit in the budget.
+    for round in 0..3 {
+        trap_once(&gw, round).await;
+        let h = gw.health().await;
+        let faulty = &h["plugins"]["faulty"];
+        assert_eq!(faulty["state"], json!("running"), "after {round}: {h}");
+        assert_eq!(faulty["recent_faults"], json!(round + 1), "{h}");
+        assert_eq!(h["status"], json!("ok"), "{h}");
+    }
+    assert_echo(&mut bystander, "bystander", "within budget").await;
+    assert_eq!(disabled_metric(&gw.metrics().await, "faulty"), 0.0);
+
+    // The fourth spends it.
+    trap_once(&gw, 3).await;
+    let (code, _) = bystander.expect_end_within(TIMEOUT).await;
+    assert_eq!(
+        code,
+        Some(1011),
+        "an open connection of the disabled plugin is closed with 1011: {:?}",
+        bystander.ended
+    );
+    let h = gw.health().await;
+    assert_eq!(h["plugins"]["faulty"]["state"], json!("disabled"), "{h}");
+    assert_eq!(h["status"], json!("degraded"), "{h}");
+    assert!(
+        h["plugins"]["faulty"]["traps"]
+            .as_u64()
+            .is_some_and(|t| t >= 4),
+        "{h}"
+    );
+    assert_eq!(h["plugins"]["echo"]["state"], json!("running"), "{h}");
+    let m = gw.metrics().await;
+    assert_eq!(disabled_metric(&m, "faulty"), 1.0, "{}", m.raw);
+    assert_eq!(disabled_metric(&m, "echo"), 0.0, "{}", m.raw);
+
+    match gw.ws_with("/faulty", WsOptions::default()).await {
+        Err(WsConnectError::Rejected { status, body, .. }) => assert_eq!(
+            status,
+            503,
+            "upgrade to a disabled plugin: {}",
+            String::from_utf8_lossy(&body)
+        ),
+        Err(e) => panic!("upgrade to a disabled plugin: expected 503, got {e}"),
+        Ok(_) => panic!("upgrade to a disabled plugin succeeded"),
+    }
+    let r = gw.get("/faulty-http").await;
+    assert_eq!(
+        r.status,
+        503,
+        "HTTP route of a disabled plugin: {}",
+        r.text()
+    );
+
+    // The unrelated plugin is untouched.
+    assert_echo(&mut echo, "echo", "still here").await;
+    let mut echo2 = echo_client(&gw).await;
+    assert_echo(&mut echo2, "echo2", "new echo connection").await;
+
+    // A new version (the faulty table changed) re-enables the plugin.
+    gw.rewrite_config(&config(faults, 400));
+    let h = gw
+        .wait_health("faulty running again after a new version", TIMEOUT, |h| {
+            h["plugins"]["faulty"]["state"] == json!("running")
+        })
+        .await;
+    assert_eq!(h["plugins"]["faulty"]["generation"], json!(2), "{h}");
+    assert_eq!(h["plugins"]["faulty"]["recent_faults"], json!(0), "{h}");
+    assert_eq!(h["status"], json!("ok"), "{h}");
+    assert_eq!(disabled_metric(&gw.metrics().await, "faulty"), 0.0);
+    let mut again = gw.ws("/faulty").await;
+    assert_echo(&mut again, "re-enabled", "back").await;
+    assert_echo(&mut echo, "echo", "after re-enable").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_policy_keeps_connection() {
+    let faults = "on_fault = \"restart\"\nmax_faults = 20\nbackoff_ms = 10\nbackoff_max_ms = 200";
+    let gw = Gateway::start(config(faults, 300));
+    let mut c = gw.ws("/faulty").await;
+    let mut other = gw.ws("/faulty").await;
+    assert_echo(&mut c, "c", "first").await;
+    assert_echo(&mut other, "other", "first").await;
+
+    // A trap drops only that event: the next frame on the same connection is served.
+    c.send_text("trap").await;
+    c.send_text("hello").await;
+    match c.recv().await {
+        WsEvent::Text(t) => assert_eq!(t, "hello", "the frame after the trap is echoed"),
+        other => panic!("after a trap under on_fault = restart: expected the echo, got {other:?}"),
+    }
+
+    // So does a call past its deadline.
+    c.send_text("loop").await;
+    c.send_text("after loop").await;
+    match c.recv_within(Duration::from_secs(20)).await {
+        Some(WsEvent::Text(t)) => assert_eq!(t, "after loop"),
+        other => panic!("after a deadline under on_fault = restart: got {other:?}"),
+    }
+    assert!(
+        c.ended.is_none(),
+        "the connection stays open: {:?}",
+        c.ended
+    );
+    assert_echo(&mut c, "c", "still open").await;
+    assert_echo(&mut other, "other", "unaffected").await;
+
+    let h = gw.health().await;
+    let faulty = &h["plugins"]["faulty"];
+    assert_eq!(faulty["state"], json!("running"), "{h}");
+    assert_eq!(faulty["recent_faults"], json!(2), "{h}");
+    assert!(faulty["traps"].as_u64().is_some_and(|t| t >= 2), "{h}");
+    assert!(
+        faulty["last_error"].as_str().is_some_and(|e| !e.is_empty()),
+        "the last fault is reported: {h}"
+    );
+    assert_eq!(h["status"], json!("ok"), "{h}");
+    assert_eq!(h["connections"], json!(2), "{h}");
+}
