@@ -88,10 +88,13 @@ pub enum HubError {
 /// Most topics one connection may join.
 pub const MAX_TOPICS_PER_CONN: usize = 1024;
 
+/// The local members of one topic.
+type Members = HashMap<ConnId, Arc<Conn>>;
+
 /// Connections and topics of the whole process.
 pub struct Hub {
     conns: RwLock<HashMap<ConnId, Arc<Conn>>>,
-    topics: RwLock<HashMap<Arc<str>, HashMap<ConnId, Arc<Conn>>>>,
+    topics: RwLock<HashMap<Arc<str>, Members>>,
     next_id: AtomicU64,
     metrics: Arc<Metrics>,
 }

@@ -18,10 +18,13 @@ pub enum KvError {
     TooLarge(String),
 }
 
+/// A value and its expiry (unix ms), if any.
+type Entry = (Vec<u8>, Option<u64>);
+
 /// An ordered map with optional per-entry expiry (unix ms).
 #[derive(Default)]
 pub struct Kv {
-    map: Mutex<BTreeMap<String, (Vec<u8>, Option<u64>)>>,
+    map: Mutex<BTreeMap<String, Entry>>,
 }
 
 impl Kv {

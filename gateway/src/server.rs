@@ -298,12 +298,12 @@ async fn websocket(
     Response::from_parts(parts, Full::new(Bytes::new()))
 }
 
-fn admin_ok(app: &App, req: &Request<Incoming>) -> Result<(), Response<Body>> {
+fn admin_ok(app: &App, req: &Request<Incoming>) -> Result<(), Box<Response<Body>>> {
     let Some(key) = &app.admin_key else {
-        return Err(error(
+        return Err(Box::new(error(
             StatusCode::SERVICE_UNAVAILABLE,
             "admin API disabled: set GATEWAY_ADMIN_KEY to enable it",
-        ));
+        )));
     };
     let given = header(req, "x-api-key").or_else(|| {
         header(req, "authorization").and_then(|h| {
@@ -313,7 +313,10 @@ fn admin_ok(app: &App, req: &Request<Incoming>) -> Result<(), Response<Body>> {
     });
     match given {
         Some(g) if constant_time_eq(g.as_bytes(), key.as_bytes()) => Ok(()),
-        _ => Err(error(StatusCode::UNAUTHORIZED, "admin key required")),
+        _ => Err(Box::new(error(
+            StatusCode::UNAUTHORIZED,
+            "admin key required",
+        ))),
     }
 }
 
@@ -331,7 +334,7 @@ async fn http_route(
     if route.admin
         && let Err(r) = admin_ok(app, &req)
     {
-        return r;
+        return *r;
     }
     if !route.origin_allowed(header(&req, "origin")) {
         return error(StatusCode::FORBIDDEN, "origin not allowed");
