@@ -89,6 +89,17 @@ impl Kv {
     }
 }
 
+impl Kv {
+    /// How many live entries have keys starting with `prefix`.
+    pub fn count(&self, prefix: &str, now_ms: u64) -> u64 {
+        let m = self.map.lock();
+        m.range(prefix.to_string()..)
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .filter(|(_, (_, exp))| exp.is_none_or(|e| e > now_ms))
+            .count() as u64
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -101,6 +112,8 @@ mod tests {
         kv.set("b:1".into(), b"z".to_vec(), None, 0).unwrap();
         assert_eq!(kv.scan("a:", 10, 5).len(), 2);
         assert_eq!(kv.scan("a:", 10, 10).len(), 1);
+        assert_eq!(kv.count("a:", 5), 2);
+        assert_eq!(kv.count("a:", 10), 1);
         assert_eq!(kv.get("a:2", 11), None);
         assert!(kv.delete("b:1", 0));
         assert!(!kv.delete("b:1", 0));

@@ -212,6 +212,10 @@ impl host::Host for HostState {
             .scan(&prefix, limit as usize, crate::auth::now_ms())
     }
 
+    fn kv_count(&mut self, prefix: String) -> u64 {
+        self.shared.kv.count(&prefix, crate::auth::now_ms())
+    }
+
     fn set_timer(&mut self, delay_ms: u64, token: String) -> u64 {
         let shared = self.shared.clone();
         let id = shared.next_timer.fetch_add(1, Relaxed) + 1;

@@ -75,7 +75,7 @@ fn stats(_: &HttpRequest) -> HttpResponse {
         200,
         &json!({
             "total_connections": host::members(ALL).len(),
-            "unique_users": presence::scan(SCAN_ALL).len(),
+            "unique_users": presence::online_count(),
             "server_uptime": now.saturating_sub(started.unwrap_or(now)) / 1000,
         }),
     )

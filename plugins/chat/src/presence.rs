@@ -92,9 +92,9 @@ pub fn open(conn: &ConnInfo, user: &User) -> Result<(), Reject> {
 
     let cap = Config::current().max_online_list;
     let mut online_users = scan(cap);
-    let mut online_count = online_users.len();
-    if online_count >= cap as usize {
-        online_count = host::kv_scan(ONLINE_PREFIX, SCAN_ALL).len();
+    let mut total = online_users.len();
+    if total >= cap as usize {
+        total = online_count() as usize;
     }
     include_user(
         &mut online_users,
@@ -105,7 +105,7 @@ pub fn open(conn: &ConnInfo, user: &User) -> Result<(), Reject> {
         message: "Connected successfully",
         connection_id: conn.id.to_string(),
         user_id: &user.user_id,
-        online_count: online_count.max(online_users.len()),
+        online_count: total.max(online_users.len()),
         online_users,
     };
     let _ = host::send(
@@ -138,6 +138,11 @@ pub fn close(conn: ConnId, user: &User) {
         return;
     }
     announce("user_left", user, conn);
+}
+
+/// How many users are online (one presence entry each).
+pub fn online_count() -> u64 {
+    host::kv_count(ONLINE_PREFIX)
 }
 
 /// Up to `limit` presence entries, in user id order.
