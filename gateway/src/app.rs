@@ -398,9 +398,7 @@ impl App {
         let (stop, stop_rx) = watch::channel(false);
         let mut addrs = Vec::new();
         for addr in &self.live().config.server.listen {
-            let l = TcpListener::bind(addr)
-                .await
-                .with_context(|| format!("listen on {addr}"))?;
+            let l = listen(*addr).with_context(|| format!("listen on {addr}"))?;
             let local = l.local_addr()?;
             addrs.push(local);
             tokio::spawn(crate::server::accept_loop(self.clone(), l, stop_rx.clone()));
@@ -436,6 +434,18 @@ impl App {
         });
         Ok(())
     }
+}
+
+/// Binds a listener with a backlog deep enough for connect storms (tokio's default is 1,024).
+fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(4096)
 }
 
 impl Running {

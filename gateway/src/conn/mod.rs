@@ -196,6 +196,7 @@ async fn write_loop(
     let ping_every = Duration::from_millis(conn.limits.ping_interval_ms.max(100));
     let idle_ms = conn.limits.idle_timeout_ms;
     let mut frames: Vec<Bytes> = Vec::new();
+    let mut buf: Vec<u8> = Vec::new();
     let mut next_ping = tokio::time::Instant::now() + ping_every;
     // One timer per connection, re-armed only when it fires (not on every wake-up).
     let tick = tokio::time::sleep_until(next_tick(&conn, next_ping));
@@ -203,11 +204,26 @@ async fn write_loop(
     loop {
         let close = conn.outbox.drain(&mut frames);
         if !frames.is_empty() {
-            let r = write_frames(&conn, &mut wr, &frames).await;
+            // Small batches are copied into one buffer (one contiguous send is cheaper for the
+            // kernel than many short iovecs); large ones go out as vectored writes.
+            let size: usize = frames.iter().map(Bytes::len).sum();
+            let r = if frames.len() == 1 {
+                write_buf(&conn, &mut wr, &frames[0]).await
+            } else if size <= COALESCE_BYTES {
+                buf.clear();
+                for f in &frames {
+                    buf.extend_from_slice(f);
+                }
+                write_buf(&conn, &mut wr, &buf).await
+            } else {
+                write_frames(&conn, &mut wr, &frames).await
+            };
             frames.clear();
-            // Keep a small batch list; give a large one back so idle connections stay small.
             if frames.capacity() > 256 {
                 frames = Vec::new();
+            }
+            if buf.capacity() > COALESCE_BYTES {
+                buf = Vec::new();
             }
             match r {
                 Ok(bytes) => {
@@ -262,6 +278,9 @@ fn next_tick(conn: &Conn, next_ping: tokio::time::Instant) -> tokio::time::Insta
     }
 }
 
+/// Batches up to this size are coalesced into one buffer before writing.
+const COALESCE_BYTES: usize = 64 << 10;
+
 /// Most frames handed to one `writev` call.
 const MAX_IOV: usize = 256;
 
@@ -274,12 +293,12 @@ async fn write_frames(
     frames: &[Bytes],
 ) -> std::io::Result<usize> {
     let mut total = 0;
+    // On the heap: an iovec array in the future would cost every idle connection its size.
+    let mut iov: Vec<IoSlice<'_>> = Vec::with_capacity(frames.len().min(MAX_IOV));
     for chunk in frames.chunks(MAX_IOV) {
-        let mut iov: [IoSlice<'_>; MAX_IOV] = [IoSlice::new(&[]); MAX_IOV];
-        for (slot, f) in iov.iter_mut().zip(chunk) {
-            *slot = IoSlice::new(f);
-        }
-        let mut bufs = &mut iov[..chunk.len()];
+        iov.clear();
+        iov.extend(chunk.iter().map(|f| IoSlice::new(f)));
+        let mut bufs = &mut iov[..];
         while !bufs.is_empty() {
             match wr.try_write_vectored(bufs) {
                 Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
@@ -295,6 +314,20 @@ async fn write_frames(
         }
     }
     Ok(total)
+}
+
+/// Writes one buffer, waiting for the socket only when it is full.
+async fn write_buf(conn: &Conn, wr: &mut OwnedWriteHalf, data: &[u8]) -> std::io::Result<usize> {
+    let mut done = 0;
+    while done < data.len() {
+        match wr.try_write(&data[done..]) {
+            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(n) => done += n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => wait_writable(conn, wr).await?,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(done)
 }
 
 /// Waits until the socket takes more bytes; once a close is scheduled, waits at most
