@@ -1,0 +1,353 @@
+//! Document assembly from storage plus the room stream (y-redis `getDoc`, §1.5a), used
+//! both to greet a joining client and to compact a room.
+
+use yrs::updates::decoder::Decode;
+use yrs::updates::encoder::Encode;
+use yrs::{Doc, ReadTxn, StateVector, Transact, TransactionMut, Update};
+
+use crate::awareness::AwarenessStates;
+use crate::error::{Error, Result};
+use crate::merge::Skipped;
+use crate::protocol::{Message, sync_step1_frame, sync_step2_frame};
+
+/// A document built from storage and stream entries.
+#[derive(Debug)]
+pub struct BuiltDoc {
+    /// The document (garbage collection on, as a default `Y.Doc`).
+    pub doc: Doc,
+    /// Awareness states replayed from the stream's awareness frames.
+    pub awareness: AwarenessStates,
+    /// Whether the stream entries changed the document beyond what storage held:
+    /// inserted content, deleted content (delete-only edits count, §7.5), or new pending
+    /// (not yet integrable) data. Only then must compaction persist.
+    pub changed: bool,
+    /// Stream entries that were left out (malformed or unexpected), for logging.
+    pub skipped: Vec<Skipped>,
+}
+
+/// Builds the document: every stored update (Yjs update V2, e.g. one per storage
+/// reference) in one transaction, then every stream payload `m` in a second one.
+///
+/// Sync updates (and step 2 frames) are applied as v1 updates, awareness frames are
+/// replayed into [`BuiltDoc::awareness`]; other or broken entries are skipped. An
+/// unreadable stored update is an error: compacting over it would lose data.
+pub fn build_doc<S, M>(stored_v2_updates: &[S], stream_messages: &[M]) -> Result<BuiltDoc>
+where
+    S: AsRef<[u8]>,
+    M: AsRef<[u8]>,
+{
+    let doc = Doc::new();
+    {
+        let mut txn = doc.transact_mut();
+        for (index, bytes) in stored_v2_updates.iter().enumerate() {
+            let bad = |e: String| Error::BadStoredDoc { index, reason: e };
+            let update = Update::decode_v2(bytes.as_ref()).map_err(|e| bad(e.to_string()))?;
+            txn.apply_update(update).map_err(|e| bad(e.to_string()))?;
+        }
+    }
+    let mut awareness = AwarenessStates::new();
+    let mut skipped = Vec::new();
+    let changed = {
+        let mut txn = doc.transact_mut();
+        let pending_before = pending_summary(&txn);
+        for (index, m) in stream_messages.iter().enumerate() {
+            if let Err(reason) = apply_stream_message(&mut txn, &mut awareness, m.as_ref()) {
+                skipped.push(Skipped { index, reason });
+            }
+        }
+        txn.before_state() != txn.after_state()
+            || !txn.delete_set().is_empty()
+            || pending_summary(&txn) != pending_before
+    };
+    Ok(BuiltDoc {
+        doc,
+        awareness,
+        changed,
+        skipped,
+    })
+}
+
+fn apply_stream_message(
+    txn: &mut TransactionMut,
+    awareness: &mut AwarenessStates,
+    m: &[u8],
+) -> Result<()> {
+    match Message::parse(m)? {
+        Message::SyncUpdate(u) | Message::SyncStep2(u) => {
+            let update = Update::decode_v1(u).map_err(|e| Error::BadUpdate(e.to_string()))?;
+            txn.apply_update(update)
+                .map_err(|e| Error::BadUpdate(e.to_string()))
+        }
+        Message::Awareness(a) => awareness.apply_update(a),
+        Message::SyncStep1(_) => Err(Error::UnexpectedMessage(0)),
+        Message::Other(t) => Err(Error::UnexpectedMessage(t)),
+    }
+}
+
+/// What is pending (blocks waiting for missing predecessors, deletes of unknown items),
+/// compared before and after the stream transaction.
+type PendingSummary = Option<(StateVector, StateVector, StateVector, Vec<u8>)>;
+
+fn pending_summary<T: ReadTxn>(txn: &T) -> PendingSummary {
+    if !txn.has_missing_updates() {
+        return None;
+    }
+    let store = ReadTxn::store(txn);
+    let (blocks_lower, blocks_upper, missing) = match store.pending_update() {
+        Some(p) => (
+            p.update.state_vector_lower(),
+            p.update.state_vector(),
+            p.missing.clone(),
+        ),
+        None => Default::default(),
+    };
+    let ds = store
+        .pending_ds()
+        .map(|ds| ds.encode_v1())
+        .unwrap_or_default();
+    Some((blocks_lower, blocks_upper, missing, ds))
+}
+
+/// The encoded (v1) state vector of the document, as sent in sync step 1 and stored as
+/// Postgres `sv`.
+pub fn state_vector_v1(doc: &Doc) -> Vec<u8> {
+    doc.transact().state_vector().encode_v1()
+}
+
+/// The full document state as a Yjs update V2 (the storage format, §1.7), including
+/// pending data.
+pub fn encode_full_state_v2(doc: &Doc) -> Vec<u8> {
+    doc.transact()
+        .encode_state_as_update_v2(&StateVector::default())
+}
+
+/// The full document state as a Yjs update v1 (the server's step 2 payload).
+pub fn encode_full_state_v1(doc: &Doc) -> Vec<u8> {
+    doc.transact()
+        .encode_state_as_update_v1(&StateVector::default())
+}
+
+/// The frames a joining client gets (§1.9): sync step 1 with the server's state vector,
+/// sync step 2 with the full state (not a diff), then all awareness states if any.
+pub fn greeting_frames(built: &BuiltDoc) -> Vec<Vec<u8>> {
+    let mut frames = vec![
+        sync_step1_frame(&state_vector_v1(&built.doc)),
+        sync_step2_frame(&encode_full_state_v1(&built.doc)),
+    ];
+    frames.extend(built.awareness.frame());
+    frames
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::awareness::{AwarenessEntry, encode_awareness_update, removal_frame};
+    use crate::protocol::{awareness_frame, sync_update_frame};
+    use yrs::{GetString, Map, Text};
+
+    fn text_of(doc: &Doc) -> String {
+        doc.get_or_insert_text("t").get_string(&doc.transact())
+    }
+
+    /// A client doc with an update producer that records v1 update frames.
+    struct Client {
+        doc: Doc,
+        frames: Vec<Vec<u8>>,
+    }
+
+    impl Client {
+        fn new(id: u64) -> Self {
+            Client {
+                doc: Doc::with_client_id(id),
+                frames: Vec::new(),
+            }
+        }
+        fn edit(&mut self, f: impl FnOnce(&mut TransactionMut, &yrs::TextRef)) {
+            let text = self.doc.get_or_insert_text("t");
+            let mut txn = self.doc.transact_mut();
+            f(&mut txn, &text);
+            self.frames.push(sync_update_frame(&txn.encode_update_v1()));
+        }
+    }
+
+    fn aw(client_id: u64, clock: u64, state: &str) -> Vec<u8> {
+        awareness_frame(&encode_awareness_update(&[AwarenessEntry {
+            client_id,
+            clock,
+            state: state.to_owned(),
+        }]))
+    }
+
+    #[test]
+    fn empty_inputs() {
+        let built = build_doc::<Vec<u8>, Vec<u8>>(&[], &[]).unwrap();
+        assert!(!built.changed);
+        assert!(built.awareness.is_empty());
+        let frames = greeting_frames(&built);
+        assert_eq!(frames.len(), 2);
+        assert_eq!(frames[0], [0, 0, 1, 0]);
+        assert_eq!(frames[1], [0, 1, 2, 0, 0]);
+    }
+
+    #[test]
+    fn stream_only_counts_as_change_and_greets() {
+        let mut c = Client::new(1);
+        c.edit(|txn, t| t.insert(txn, 0, "hello"));
+        let mut stream = c.frames.clone();
+        stream.push(aw(1, 0, "{}")); // ignored by y-protocols (new client, clock 0)
+        stream.push(aw(1, 1, "{\"user\":\"a\"}"));
+        stream.push(aw(2, 3, "{\"user\":\"b\"}"));
+        stream.push(removal_frame(2, 3));
+        let built = build_doc::<Vec<u8>, _>(&[], &stream).unwrap();
+        assert!(built.changed);
+        assert!(built.skipped.is_empty());
+        assert_eq!(text_of(&built.doc), "hello");
+        let frames = greeting_frames(&built);
+        assert_eq!(frames.len(), 3);
+        assert_eq!(frames[2], aw(1, 1, "{\"user\":\"a\"}"));
+        // Step 2 carries the full state: a fresh client converges from it.
+        let Ok(Message::SyncStep2(full)) = Message::parse(&frames[1]) else {
+            panic!("step 2 expected");
+        };
+        let fresh = Doc::with_client_id(50);
+        fresh
+            .transact_mut()
+            .apply_update(Update::decode_v1(full).unwrap())
+            .unwrap();
+        assert_eq!(text_of(&fresh), "hello");
+        let Ok(Message::SyncStep1(sv)) = Message::parse(&frames[0]) else {
+            panic!("step 1 expected");
+        };
+        assert_eq!(
+            StateVector::decode_v1(sv).unwrap(),
+            c.doc.transact().state_vector()
+        );
+    }
+
+    #[test]
+    fn storage_round_trip_and_replayed_stream_is_unchanged() {
+        let mut c = Client::new(1);
+        c.edit(|txn, t| t.insert(txn, 0, "abc"));
+        let first = build_doc::<Vec<u8>, _>(&[], &c.frames).unwrap();
+        let stored = encode_full_state_v2(&first.doc);
+        // Same stream again over the compacted state: nothing new.
+        let again = build_doc(std::slice::from_ref(&stored), &c.frames).unwrap();
+        assert!(!again.changed);
+        assert_eq!(text_of(&again.doc), "abc");
+        // Two storage references merge.
+        let mut d = Client::new(2);
+        d.edit(|txn, t| t.insert(txn, 0, "xyz"));
+        let other = encode_full_state_v2(&build_doc::<Vec<u8>, _>(&[], &d.frames).unwrap().doc);
+        let both = build_doc::<_, Vec<u8>>(&[stored, other], &[]).unwrap();
+        assert!(!both.changed);
+        assert_eq!(text_of(&both.doc).len(), 6);
+    }
+
+    #[test]
+    fn delete_only_edit_counts_as_change() {
+        let mut c = Client::new(1);
+        c.edit(|txn, t| t.insert(txn, 0, "hello world"));
+        let stored = encode_full_state_v2(&build_doc::<Vec<u8>, _>(&[], &c.frames).unwrap().doc);
+        c.frames.clear();
+        c.edit(|txn, t| t.remove_range(txn, 5, 6));
+        let built = build_doc(&[&stored], &c.frames).unwrap();
+        assert_eq!(text_of(&built.doc), "hello");
+        // The state vector is unchanged: only the delete set tells.
+        assert_eq!(
+            built.doc.transact().state_vector(),
+            Update::decode_v2(&stored).unwrap().state_vector()
+        );
+        assert!(built.changed);
+        // Once compacted, replaying the same delete changes nothing (no needless persist).
+        let compacted = encode_full_state_v2(&built.doc);
+        let again = build_doc(&[&compacted], &c.frames).unwrap();
+        assert!(!again.changed);
+        assert_eq!(text_of(&again.doc), "hello");
+    }
+
+    #[test]
+    fn client_step2_reaches_the_doc_through_the_stream() {
+        // An offline client answers the server's step 1 with its step 2.
+        let mut c = Client::new(4);
+        c.edit(|txn, t| t.insert(txn, 0, "offline"));
+        let step2 = sync_step2_frame(&encode_full_state_v1(&c.doc));
+        let m = crate::protocol::to_stream_message(&step2).unwrap();
+        assert_eq!(m[1], 2);
+        assert_eq!(m[2..], step2[2..]);
+        let built = build_doc::<Vec<u8>, _>(&[], &[m]).unwrap();
+        assert!(built.changed);
+        assert_eq!(text_of(&built.doc), "offline");
+    }
+
+    #[test]
+    fn map_overwrite_and_pending_updates_count_as_change() {
+        let doc = Doc::with_client_id(3);
+        let map = doc.get_or_insert_map("m");
+        let u1 = {
+            let mut txn = doc.transact_mut();
+            map.insert(&mut txn, "a", 1);
+            txn.encode_update_v1()
+        };
+        let u2 = {
+            let mut txn = doc.transact_mut();
+            map.insert(&mut txn, "a", 2);
+            txn.encode_update_v1()
+        };
+        // u2 without u1: cannot integrate, stays pending, but must not be lost.
+        let built = build_doc::<Vec<u8>, _>(&[], &[sync_update_frame(&u2)]).unwrap();
+        assert!(built.changed);
+        let stored = encode_full_state_v2(&built.doc);
+        // Replaying the same pending update over storage that already holds it: no change.
+        let again = build_doc(&[&stored], &[sync_update_frame(&u2)]).unwrap();
+        assert!(!again.changed);
+        // Once u1 arrives everything integrates.
+        let done = build_doc(&[&stored], &[sync_update_frame(&u1)]).unwrap();
+        assert!(done.changed);
+        let m = done.doc.get_or_insert_map("m");
+        assert_eq!(
+            m.get(&done.doc.transact(), "a")
+                .map(|v| v.to_string(&done.doc.transact())),
+            Some("2".to_owned())
+        );
+    }
+
+    #[test]
+    fn bad_entries_are_skipped_bad_storage_is_an_error() {
+        let mut c = Client::new(1);
+        c.edit(|txn, t| t.insert(txn, 0, "ok"));
+        let stream = vec![
+            vec![0, 2, 3, 0xff, 0xff, 0xff],
+            c.frames[0].clone(),
+            vec![9],
+            vec![1, 1],
+        ];
+        let built = build_doc::<Vec<u8>, _>(&[], &stream).unwrap();
+        assert_eq!(text_of(&built.doc), "ok");
+        let idx: Vec<usize> = built.skipped.iter().map(|s| s.index).collect();
+        assert_eq!(idx, [0, 2, 3]);
+        let err = build_doc::<_, Vec<u8>>(&[vec![0xff, 0xff]], &[]).unwrap_err();
+        assert!(matches!(err, Error::BadStoredDoc { index: 0, .. }));
+    }
+
+    #[test]
+    fn large_document_assembles() {
+        // About 1 MB of text in 1 KiB edits, half compacted into storage.
+        let mut c = Client::new(7);
+        let chunk = "lorem ipsum dolor sit amet ".repeat(38); // 1026 bytes
+        for i in 0..1024 {
+            c.edit(|txn, t| t.insert(txn, (i * chunk.len()) as u32, &chunk));
+        }
+        let (old, new) = c.frames.split_at(512);
+        let stored = encode_full_state_v2(&build_doc::<Vec<u8>, _>(&[], old).unwrap().doc);
+        let built = build_doc(&[stored], new).unwrap();
+        assert!(built.changed);
+        assert_eq!(text_of(&built.doc).len(), 1024 * chunk.len());
+        let frames = greeting_frames(&built);
+        assert!(frames[1].len() > 1024 * chunk.len());
+        let v2 = encode_full_state_v2(&built.doc);
+        assert_eq!(
+            text_of(&build_doc::<_, Vec<u8>>(&[v2], &[]).unwrap().doc).len(),
+            1024 * chunk.len()
+        );
+    }
+}
