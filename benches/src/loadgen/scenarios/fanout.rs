@@ -12,7 +12,7 @@ use tokio::time::{Instant, timeout_at};
 use super::{Totals, counts_json, finish, ns_window, settle, wait_delivery};
 use crate::loadgen::Ctx;
 use crate::loadgen::cli::Mode;
-use crate::loadgen::open::{open_many, start_peer};
+use crate::loadgen::open::start_peer;
 use crate::loadgen::pace::Pacer;
 use crate::loadgen::payload::MessageBuilder;
 use crate::loadgen::progress;
@@ -25,17 +25,7 @@ const QUIET: Duration = Duration::from_secs(2);
 /// Runs the scenario.
 pub async fn run(ctx: &Ctx) -> anyhow::Result<Report> {
     let a = &ctx.args;
-    let shared = Arc::new(Shared::default());
-    let guard = progress::spawn("fanout", shared.clone(), a.conns);
-    progress::note(format!("fanout: opening {} subscribers", a.conns));
-    let opened = open_many(
-        &ctx.opener,
-        0..a.conns,
-        a.concurrency,
-        &shared,
-        ctx.deadline,
-    )
-    .await;
+    let (shared, guard, opened) = super::open_all(ctx, "fanout", "subscribers").await;
     let subs = opened.peers.len() as u64;
     if subs == 0 {
         return Err(anyhow!("no subscriber connected: {:?}", opened.failures));

@@ -1,6 +1,5 @@
 //! `idle`: open N connections, hold them, and read the server's RSS before and after.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::json;
@@ -13,7 +12,6 @@ use crate::loadgen::open::Peer;
 use super::{Totals, counts_json, finish, settle};
 use crate::loadgen::Ctx;
 use crate::loadgen::cli::Mode;
-use crate::loadgen::open::open_many;
 use crate::loadgen::progress;
 use crate::loadgen::report::{Report, r3};
 use crate::loadgen::session::Shared;
@@ -31,20 +29,7 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<Report> {
         anyhow::bail!("cannot read /proc/{p}/status");
     }
     let client_before = self_rss_kib();
-    let shared = Arc::new(Shared::default());
-    let guard = progress::spawn("idle", shared.clone(), a.conns);
-    progress::note(format!(
-        "idle: opening {} connections, {} at a time",
-        a.conns, a.concurrency
-    ));
-    let opened = open_many(
-        &ctx.opener,
-        0..a.conns,
-        a.concurrency,
-        &shared,
-        ctx.deadline,
-    )
-    .await;
+    let (shared, guard, opened) = super::open_all(ctx, "idle", "connections").await;
     let n = opened.peers.len() as u64;
     let settled = a.mode == Mode::Bare || settle(&shared, ctx.deadline).await;
     let pongs = if a.ping {

@@ -13,7 +13,11 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
-use super::open::Peer;
+use std::sync::Arc;
+
+use super::Ctx;
+use super::open::{Opened, Peer, open_many};
+use super::progress::{self, Progress};
 use super::session::{End, ReadStats, Shared};
 
 /// How long the frame counter must stay still for the server to count as settled.
@@ -22,6 +26,31 @@ const SETTLE_QUIET: Duration = Duration::from_millis(300);
 const SETTLE_MAX: Duration = Duration::from_secs(15);
 /// How long teardown waits for reader tasks.
 const JOIN_GRACE: Duration = Duration::from_secs(3);
+
+/// Opens the run's `--conns` connections (`what` names them in the progress line), with
+/// progress reporting; returns the shared counters, the progress guard and the peers.
+pub async fn open_all(
+    ctx: &Ctx,
+    label: &'static str,
+    what: &str,
+) -> (Arc<Shared>, Progress, Opened) {
+    let a = &ctx.args;
+    let shared = Arc::new(Shared::default());
+    let guard = progress::spawn(label, shared.clone(), a.conns);
+    progress::note(format!(
+        "{label}: opening {} {what}, {} at a time",
+        a.conns, a.concurrency
+    ));
+    let opened = open_many(
+        &ctx.opener,
+        0..a.conns,
+        a.concurrency,
+        &shared,
+        ctx.deadline,
+    )
+    .await;
+    (shared, guard, opened)
+}
 
 /// Waits until no frames arrive for a moment (in chat mode, after the presence
 /// storm of `user_joined` messages). Returns false if it never settled.

@@ -1,33 +1,15 @@
 //! `storm`: open N connections as fast as possible with concurrency C.
 
-use std::sync::Arc;
-
 use serde_json::json;
 
 use super::{Totals, counts_json, finish};
 use crate::loadgen::Ctx;
-use crate::loadgen::open::open_many;
-use crate::loadgen::progress;
 use crate::loadgen::report::{Report, per_sec, r3};
-use crate::loadgen::session::Shared;
 
 /// Runs the scenario.
 pub async fn run(ctx: &Ctx) -> anyhow::Result<Report> {
     let a = &ctx.args;
-    let shared = Arc::new(Shared::default());
-    let guard = progress::spawn("storm", shared.clone(), a.conns);
-    progress::note(format!(
-        "storm: opening {} connections, {} at a time",
-        a.conns, a.concurrency
-    ));
-    let opened = open_many(
-        &ctx.opener,
-        0..a.conns,
-        a.concurrency,
-        &shared,
-        ctx.deadline,
-    )
-    .await;
+    let (shared, guard, opened) = super::open_all(ctx, "storm", "connections").await;
     let ok = opened.peers.len() as u64;
     let failed: u64 = opened.failures.values().sum();
     let secs = opened.elapsed.as_secs_f64();

@@ -1,7 +1,6 @@
 //! `throughput`: N connections each send M broadcast messages as fast as possible;
 //! every connection receives every message (N × N × M deliveries).
 
-use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
@@ -13,12 +12,11 @@ use super::{Totals, counts_json, finish, ns_window, settle, wait_delivery};
 use crate::clock::now_ns;
 use crate::loadgen::Ctx;
 use crate::loadgen::cli::Mode;
-use crate::loadgen::open::open_many;
 use crate::loadgen::pace::Pacer;
 use crate::loadgen::payload::MessageBuilder;
 use crate::loadgen::progress;
 use crate::loadgen::report::{Report, per_sec, r3};
-use crate::loadgen::session::{SendStats, Shared, send_loop};
+use crate::loadgen::session::{SendStats, send_loop};
 
 /// How long deliveries may stall before the run ends.
 const QUIET: Duration = Duration::from_secs(2);
@@ -26,17 +24,7 @@ const QUIET: Duration = Duration::from_secs(2);
 /// Runs the scenario.
 pub async fn run(ctx: &Ctx) -> anyhow::Result<Report> {
     let a = &ctx.args;
-    let shared = Arc::new(Shared::default());
-    let guard = progress::spawn("throughput", shared.clone(), a.conns);
-    progress::note(format!("throughput: opening {} connections", a.conns));
-    let opened = open_many(
-        &ctx.opener,
-        0..a.conns,
-        a.concurrency,
-        &shared,
-        ctx.deadline,
-    )
-    .await;
+    let (shared, guard, opened) = super::open_all(ctx, "throughput", "connections").await;
     let n = opened.peers.len() as u64;
     let settled = a.mode == Mode::Bare || settle(&shared, ctx.deadline).await;
     progress::note(format!(
