@@ -52,6 +52,17 @@ async fn expect_sentinel(client: &mut WsClient, who: &str, tag: &str, from: &str
     assert_envelope(&msg, "text", Some(from), None);
 }
 
+/// Every listed client's next message must be the sentinel `tag` broadcast by `from`.
+async fn expect_sentinel_all<const N: usize>(
+    clients: [(&str, &mut WsClient); N],
+    tag: &str,
+    from: &str,
+) {
+    for (who, c) in clients {
+        expect_sentinel(c, who, tag, from).await;
+    }
+}
+
 fn user_ids(welcome: &Value) -> BTreeSet<String> {
     welcome["data"]["online_users"]
         .as_array()
@@ -144,14 +155,17 @@ async fn presence_broadcast_and_direct_messages() {
         "each tab has its own connection id"
     );
     send_sentinel(&alice2, "after-alice2").await;
-    for (who, c) in [
-        ("alice1", &mut alice1),
-        ("alice2", &mut alice2),
-        ("bob", &mut bob),
-        ("carol", &mut carol),
-    ] {
-        expect_sentinel(c, who, "after-alice2", "alice").await;
-    }
+    expect_sentinel_all(
+        [
+            ("alice1", &mut alice1),
+            ("alice2", &mut alice2),
+            ("bob", &mut bob),
+            ("carol", &mut carol),
+        ],
+        "after-alice2",
+        "alice",
+    )
+    .await;
 
     // Broadcast from carol reaches all four connections; spoofed envelope fields are ignored.
     carol
@@ -203,14 +217,17 @@ async fn presence_broadcast_and_direct_messages() {
     let dm = bob.recv_json().await;
     assert_envelope(&dm, "text", Some("alice"), Some("bob"));
     assert_eq!(dm["data"], json!({"text": "psst bob"}));
-    for (who, c) in [
-        ("bob", &mut bob),
-        ("alice1", &mut alice1),
-        ("alice2", &mut alice2),
-        ("carol", &mut carol),
-    ] {
-        expect_sentinel(c, who, "after-dm-to-bob", "alice").await;
-    }
+    expect_sentinel_all(
+        [
+            ("bob", &mut bob),
+            ("alice1", &mut alice1),
+            ("alice2", &mut alice2),
+            ("carol", &mut carol),
+        ],
+        "after-dm-to-bob",
+        "alice",
+    )
+    .await;
 
     // DM bob -> alice: both of alice's tabs, never bob or carol.
     bob.send_json(
@@ -223,14 +240,17 @@ async fn presence_broadcast_and_direct_messages() {
         assert_envelope(&dm, "notification", Some("bob"), Some("alice"));
         assert_eq!(dm["data"], json!({"n": 7}), "{who}");
     }
-    for (who, c) in [
-        ("alice1", &mut alice1),
-        ("alice2", &mut alice2),
-        ("bob", &mut bob),
-        ("carol", &mut carol),
-    ] {
-        expect_sentinel(c, who, "after-dm-to-alice", "bob").await;
-    }
+    expect_sentinel_all(
+        [
+            ("alice1", &mut alice1),
+            ("alice2", &mut alice2),
+            ("bob", &mut bob),
+            ("carol", &mut carol),
+        ],
+        "after-dm-to-alice",
+        "bob",
+    )
+    .await;
 
     // ping -> pong to the requesting connection only (not alice's other tab).
     alice2
@@ -243,14 +263,17 @@ async fn presence_broadcast_and_direct_messages() {
         pong["id"].is_string() && pong["timestamp"].is_string(),
         "{pong}"
     );
-    for (who, c) in [
-        ("alice2", &mut alice2),
-        ("alice1", &mut alice1),
-        ("bob", &mut bob),
-        ("carol", &mut carol),
-    ] {
-        expect_sentinel(c, who, "after-ping", "alice").await;
-    }
+    expect_sentinel_all(
+        [
+            ("alice2", &mut alice2),
+            ("alice1", &mut alice1),
+            ("bob", &mut bob),
+            ("carol", &mut carol),
+        ],
+        "after-ping",
+        "alice",
+    )
+    .await;
 
     // DM to an offline user: an error to the sender only.
     carol
@@ -260,27 +283,33 @@ async fn presence_broadcast_and_direct_messages() {
     let err = carol.recv_type("error").await;
     assert_eq!(err["data"]["code"], json!("user_offline"), "{err}");
     assert!(err["data"]["message"].is_string(), "{err}");
-    for (who, c) in [
-        ("carol", &mut carol),
-        ("alice1", &mut alice1),
-        ("alice2", &mut alice2),
-        ("bob", &mut bob),
-    ] {
-        expect_sentinel(c, who, "after-offline-dm", "carol").await;
-    }
+    expect_sentinel_all(
+        [
+            ("carol", &mut carol),
+            ("alice1", &mut alice1),
+            ("alice2", &mut alice2),
+            ("bob", &mut bob),
+        ],
+        "after-offline-dm",
+        "carol",
+    )
+    .await;
 
     // alice closes one tab: nobody hears user_left yet.
     alice1.close(1000).await;
     let _ = alice1.expect_end_within(TIMEOUT).await;
     wait_connections(&gw, 3).await;
     send_sentinel(&bob, "after-tab-close").await;
-    for (who, c) in [
-        ("bob", &mut bob),
-        ("carol", &mut carol),
-        ("alice2", &mut alice2),
-    ] {
-        expect_sentinel(c, who, "after-tab-close", "bob").await;
-    }
+    expect_sentinel_all(
+        [
+            ("bob", &mut bob),
+            ("carol", &mut carol),
+            ("alice2", &mut alice2),
+        ],
+        "after-tab-close",
+        "bob",
+    )
+    .await;
 
     // alice's last tab closes: bob and carol get user_left exactly once.
     alice2.close(1000).await;
@@ -513,13 +542,16 @@ async fn admin_routes_need_the_key() {
 
     // Nothing else was delivered: the next frame everyone sees is this sentinel.
     send_sentinel(&bob, "end").await;
-    for (who, c) in [
-        ("bob", &mut bob),
-        ("alice1", &mut alice1),
-        ("alice2", &mut alice2),
-    ] {
-        expect_sentinel(c, who, "end", "bob").await;
-    }
+    expect_sentinel_all(
+        [
+            ("bob", &mut bob),
+            ("alice1", &mut alice1),
+            ("alice2", &mut alice2),
+        ],
+        "end",
+        "bob",
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

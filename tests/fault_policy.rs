@@ -48,14 +48,6 @@ origins = ["*"]
     )
 }
 
-async fn assert_echo(c: &mut WsClient, who: &str, text: &str) {
-    c.send_text(text).await;
-    match c.recv().await {
-        WsEvent::Text(t) => assert_eq!(t, text, "{who}: echo"),
-        other => panic!("{who}: expected the echo of {text:?}, got {other:?}"),
-    }
-}
-
 /// A new `/echo` connection past its greeting.
 async fn echo_client(gw: &Gateway) -> WsClient {
     let mut c = gw.ws("/echo").await;
@@ -77,7 +69,7 @@ fn disabled_metric(m: &Metrics, plugin: &str) -> f64 {
 async fn trap_once(gw: &Gateway, round: usize) {
     let who = format!("trapper{round}");
     let mut c = gw.ws("/faulty").await;
-    assert_echo(&mut c, &who, "warm up").await;
+    c.expect_echo(&who, "warm up").await;
     c.send_text("trap").await;
     let (code, frames) = c.expect_end_within(TIMEOUT).await;
     assert!(frames.is_empty(), "{who}: trap produced {frames:?}");
@@ -90,7 +82,7 @@ async fn crash_budget_disables_plugin() {
     let gw = Gateway::start(config(faults, 300));
     let mut echo = echo_client(&gw).await;
     let mut bystander = gw.ws("/faulty").await;
-    assert_echo(&mut bystander, "bystander", "before").await;
+    bystander.expect_echo("bystander", "before").await;
     let before_http = gw.get("/faulty-http").await;
     assert_ne!(
         before_http.status,
@@ -108,7 +100,7 @@ async fn crash_budget_disables_plugin() {
         assert_eq!(faulty["recent_faults"], json!(round + 1), "{h}");
         assert_eq!(h["status"], json!("ok"), "{h}");
     }
-    assert_echo(&mut bystander, "bystander", "within budget").await;
+    bystander.expect_echo("bystander", "within budget").await;
     assert_eq!(disabled_metric(&gw.metrics().await, "faulty"), 0.0);
 
     // The fourth spends it.
@@ -153,9 +145,9 @@ async fn crash_budget_disables_plugin() {
     );
 
     // The unrelated plugin is untouched.
-    assert_echo(&mut echo, "echo", "still here").await;
+    echo.expect_echo("echo", "still here").await;
     let mut echo2 = echo_client(&gw).await;
-    assert_echo(&mut echo2, "echo2", "new echo connection").await;
+    echo2.expect_echo("echo2", "new echo connection").await;
 
     // A new version (the faulty table changed) re-enables the plugin.
     gw.rewrite_config(&config(faults, 400));
@@ -169,8 +161,8 @@ async fn crash_budget_disables_plugin() {
     assert_eq!(h["status"], json!("ok"), "{h}");
     assert_eq!(disabled_metric(&gw.metrics().await, "faulty"), 0.0);
     let mut again = gw.ws("/faulty").await;
-    assert_echo(&mut again, "re-enabled", "back").await;
-    assert_echo(&mut echo, "echo", "after re-enable").await;
+    again.expect_echo("re-enabled", "back").await;
+    echo.expect_echo("echo", "after re-enable").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -179,8 +171,8 @@ async fn restart_policy_keeps_connection() {
     let gw = Gateway::start(config(faults, 300));
     let mut c = gw.ws("/faulty").await;
     let mut other = gw.ws("/faulty").await;
-    assert_echo(&mut c, "c", "first").await;
-    assert_echo(&mut other, "other", "first").await;
+    c.expect_echo("c", "first").await;
+    other.expect_echo("other", "first").await;
 
     // A trap drops only that event: the next frame on the same connection is served.
     c.send_text("trap").await;
@@ -202,8 +194,8 @@ async fn restart_policy_keeps_connection() {
         "the connection stays open: {:?}",
         c.ended
     );
-    assert_echo(&mut c, "c", "still open").await;
-    assert_echo(&mut other, "other", "unaffected").await;
+    c.expect_echo("c", "still open").await;
+    other.expect_echo("other", "unaffected").await;
 
     let h = gw.health().await;
     let faulty = &h["plugins"]["faulty"];

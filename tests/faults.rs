@@ -27,15 +27,6 @@ origins = ["*"]
     )
 }
 
-/// Sends `text` and expects it echoed back.
-async fn assert_echo(client: &mut WsClient, who: &str, text: &str) {
-    client.send_text(text).await;
-    match client.recv().await {
-        WsEvent::Text(t) => assert_eq!(t, text, "{who}: echo"),
-        other => panic!("{who}: expected the echo of {text:?}, got {other:?}"),
-    }
-}
-
 /// Sends a fault command and expects close 1011 (and nothing echoed before it).
 async fn assert_fault_closes(client: &mut WsClient, who: &str, command: &str, bound: Duration) {
     client.send_text(command).await;
@@ -59,7 +50,8 @@ async fn faults_are_isolated_to_their_connection() {
     let mut clients = Vec::new();
     for i in 0..6 {
         let mut c = gw.ws("/faulty").await;
-        assert_echo(&mut c, &format!("c{i}"), &format!("hello from c{i}")).await;
+        c.expect_echo(&format!("c{i}"), &format!("hello from c{i}"))
+            .await;
         clients.push(c);
     }
     let mut it = clients.into_iter();
@@ -70,19 +62,19 @@ async fn faults_are_isolated_to_their_connection() {
     // A panic (wasm `unreachable`).
     assert_fault_closes(&mut trapper, "trapper", "trap", TIMEOUT).await;
     for (i, c) in bystanders.iter_mut().enumerate() {
-        assert_echo(c, &format!("bystander{i}"), "after trap").await;
+        c.expect_echo(&format!("bystander{i}"), "after trap").await;
     }
 
     // An endless loop: only the epoch deadline stops it.
     assert_fault_closes(&mut looper, "looper", "loop", Duration::from_secs(20)).await;
     for (i, c) in bystanders.iter_mut().enumerate() {
-        assert_echo(c, &format!("bystander{i}"), "after loop").await;
+        c.expect_echo(&format!("bystander{i}"), "after loop").await;
     }
 
     // Allocation until the memory limit.
     assert_fault_closes(&mut hog, "hog", "oom", Duration::from_secs(20)).await;
     for (i, c) in bystanders.iter_mut().enumerate() {
-        assert_echo(c, &format!("bystander{i}"), "after oom").await;
+        c.expect_echo(&format!("bystander{i}"), "after oom").await;
         c.send_binary(&[1, 2, 3, 0, 255]).await;
         assert_eq!(
             c.recv().await,
@@ -93,7 +85,7 @@ async fn faults_are_isolated_to_their_connection() {
 
     // New connections are served by fresh instances.
     let mut fresh = gw.ws("/faulty").await;
-    assert_echo(&mut fresh, "fresh", "hello after faults").await;
+    fresh.expect_echo("fresh", "hello after faults").await;
 
     assert!(gw.is_running(), "the gateway process died");
 
@@ -115,11 +107,13 @@ async fn more_traps_than_instances_keep_the_pool_alive() {
     // Every instance of a pool of two is discarded several times over.
     let mut gw = Gateway::start(faulty_config(2));
     let mut survivor = gw.ws("/faulty").await;
-    assert_echo(&mut survivor, "survivor", "first").await;
+    survivor.expect_echo("survivor", "first").await;
 
     for round in 0..6 {
         let mut victim = gw.ws("/faulty").await;
-        assert_echo(&mut victim, &format!("victim{round}"), "warm up").await;
+        victim
+            .expect_echo(&format!("victim{round}"), "warm up")
+            .await;
         let command = if round % 2 == 0 { "trap" } else { "loop" };
         assert_fault_closes(
             &mut victim,
@@ -128,7 +122,9 @@ async fn more_traps_than_instances_keep_the_pool_alive() {
             Duration::from_secs(20),
         )
         .await;
-        assert_echo(&mut survivor, "survivor", &format!("after round {round}")).await;
+        survivor
+            .expect_echo("survivor", &format!("after round {round}"))
+            .await;
     }
 
     // Several connections trapping at once.
@@ -143,9 +139,11 @@ async fn more_traps_than_instances_keep_the_pool_alive() {
         let (code, _) = v.expect_end_within(TIMEOUT).await;
         assert_eq!(code, Some(1011), "concurrent victim {i}: {:?}", v.ended);
     }
-    assert_echo(&mut survivor, "survivor", "after concurrent traps").await;
+    survivor
+        .expect_echo("survivor", "after concurrent traps")
+        .await;
     let mut fresh = gw.ws("/faulty").await;
-    assert_echo(&mut fresh, "fresh", "still serving").await;
+    fresh.expect_echo("fresh", "still serving").await;
 
     assert!(gw.is_running(), "the gateway process died");
     let health = gw.health().await;

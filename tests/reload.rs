@@ -831,14 +831,6 @@ origins = ["*"]
     )
 }
 
-async fn assert_echoes(c: &mut WsClient, who: &str, text: &str) {
-    c.send_text(text).await;
-    match c.recv().await {
-        WsEvent::Text(t) => assert_eq!(t, text, "{who}"),
-        other => panic!("{who}: expected the echo of {text:?}, got {other:?}"),
-    }
-}
-
 async fn assert_closed_1012(c: &mut WsClient, who: &str) {
     let (code, reason) = c.expect_close_reason().await;
     assert_eq!(code, 1012, "{who}: close code (reason {reason:?})");
@@ -875,14 +867,14 @@ async fn remove_route_closes_1012() {
     let mut f1 = gw.ws("/echo2").await;
     for (who, c) in [("e1", &mut e1), ("e2", &mut e2), ("f1", &mut f1)] {
         assert_eq!(c.recv_text().await, "hello", "{who}");
-        assert_echoes(c, who, "before").await;
+        c.expect_echo(who, "before").await;
     }
 
     // Remove the /echo route; the plugin and /echo2 stay.
     gw.rewrite_config(&format!("{chat}\n{ECHO_PLUGIN}\n{}", echo_route("/echo2")));
     assert_closed_1012(&mut e1, "e1").await;
     assert_closed_1012(&mut e2, "e2").await;
-    assert_echoes(&mut f1, "f1", "route kept").await;
+    f1.expect_echo("f1", "route kept").await;
     assert_chat_alive(&mut alice, &mut bob, "after /echo removal").await;
     match gw.ws_with("/echo", WsOptions::default()).await {
         Err(WsConnectError::Rejected { status: 404, .. }) => {}

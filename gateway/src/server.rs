@@ -4,7 +4,7 @@
 use crate::app::{App, Live};
 use crate::config::{Route, RouteKind};
 use crate::hub::ConnSpec;
-use crate::plugin::{self, CallError};
+use crate::plugin::{self, CallError, PluginSlot};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
@@ -216,16 +216,8 @@ async fn websocket(
         Ok(x) => x,
         Err(r) => return refuse(app, *r),
     };
-    let Some(slot) = live
-        .plugins
-        .get(&route.plugin)
-        .cloned()
-        .filter(|s| !s.is_disabled())
-    else {
-        return refuse(
-            app,
-            error(StatusCode::SERVICE_UNAVAILABLE, "plugin not loaded"),
-        );
+    let Some(slot) = serving_slot(live, route) else {
+        return refuse(app, plugin_unavailable());
     };
     let spec = ConnSpec {
         plugin: slot.shared.name.clone(),
@@ -298,6 +290,21 @@ async fn websocket(
     Response::from_parts(parts, Full::new(Bytes::new()))
 }
 
+/// The route's plugin, unless it is missing or disabled.
+fn serving_slot(live: &Live, route: &Route) -> Option<Arc<PluginSlot>> {
+    live.plugins
+        .get(&route.plugin)
+        .filter(|s| !s.is_disabled())
+        .cloned()
+}
+
+fn plugin_unavailable() -> Response<Body> {
+    error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "plugin not loaded or disabled",
+    )
+}
+
 fn admin_ok(app: &App, req: &Request<Incoming>) -> Result<(), Box<Response<Body>>> {
     let Some(key) = &app.admin_key else {
         return Err(Box::new(error(
@@ -343,16 +350,8 @@ async fn http_route(
         Ok(x) => x,
         Err(r) => return *r,
     };
-    let Some(slot) = live
-        .plugins
-        .get(&route.plugin)
-        .cloned()
-        .filter(|s| !s.is_disabled())
-    else {
-        return error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "plugin not loaded or disabled",
-        );
+    let Some(slot) = serving_slot(live, route) else {
+        return plugin_unavailable();
     };
     let method = req.method().to_string();
     let path = req.uri().path().to_string();

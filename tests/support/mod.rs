@@ -1015,6 +1015,15 @@ impl WsSender {
 }
 
 impl WsClient {
+    /// Sends `text` and expects the same text back as the next message.
+    pub async fn expect_echo(&mut self, who: &str, text: &str) {
+        self.send_text(text).await;
+        match self.recv().await {
+            WsEvent::Text(t) => assert_eq!(t, text, "{who}: echo"),
+            other => panic!("{who}: expected the echo of {text:?}, got {other:?}"),
+        }
+    }
+
     /// A handle that writes to this client's socket.
     pub fn sender(&self) -> WsSender {
         WsSender {
