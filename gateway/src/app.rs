@@ -57,6 +57,8 @@ pub struct App {
     pub started: Instant,
     /// Key for admin HTTP routes (`GATEWAY_ADMIN_KEY`); admin routes answer 503 without it.
     pub admin_key: Option<String>,
+    /// Streams, storage and the compaction worker.
+    pub backends: crate::backends::Backends,
     engine: PluginEngine,
     config_path: Option<PathBuf>,
     config_status: Mutex<ConfigStatus>,
@@ -100,6 +102,7 @@ impl App {
         let metrics = Arc::new(Metrics::default());
         let hub = Arc::new(Hub::new(metrics.clone()));
         let auth = Arc::new(Authenticator::new(&config)?);
+        let backends = crate::backends::Backends::open(&config, false).await?;
         let total: u32 = config.plugins.values().map(|p| p.max_instances).sum();
         // Room for old and new generations during reloads, and for plugins added later.
         let engine = PluginEngine::new(
@@ -118,6 +121,7 @@ impl App {
             admin_key: std::env::var("GATEWAY_ADMIN_KEY")
                 .ok()
                 .filter(|k| !k.is_empty()),
+            backends,
             engine,
             config_status: Mutex::new(ConfigStatus {
                 path: config_path.as_ref().map(|p| p.display().to_string()),
@@ -185,6 +189,8 @@ impl App {
             timers: Default::default(),
             next_timer: AtomicU64::new(0),
             slot: Default::default(),
+            streams: self.backends.streams.clone(),
+            storage: self.backends.storage.clone(),
         })
     }
 

@@ -471,6 +471,8 @@ mod tests {
             required_claims: vec!["sub".into()],
             leeway_s: 0,
             token_from: vec!["query:token".into(), "subprotocol:yauth-".into()],
+            permission_callback: None,
+            user_claim: "yuserid".into(),
         }
     }
 

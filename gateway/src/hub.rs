@@ -259,6 +259,11 @@ impl Hub {
             .unwrap_or_default()
     }
 
+    /// How many local connections a topic has.
+    pub fn topic_len(&self, topic: &str) -> usize {
+        self.topics.read().get(topic).map_or(0, |m| m.len())
+    }
+
     /// Queues one shared frame to every member of a topic except `except`; returns the count.
     pub fn publish(&self, topic: &str, frame: &Bytes, except: Option<ConnId>) -> u32 {
         let map = self.topics.read();

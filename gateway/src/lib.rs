@@ -4,6 +4,7 @@
 
 pub mod app;
 pub mod auth;
+pub mod backends;
 pub mod config;
 pub mod conn;
 pub mod dev;
@@ -13,4 +14,7 @@ pub mod metrics;
 pub mod plugin;
 pub mod scaffold;
 pub mod server;
+pub mod storage;
+pub mod streams;
 pub mod watch;
+pub mod worker;

@@ -1,4 +1,4 @@
-//! The `gateway` command: `serve`, `token` and `check`.
+//! The `gateway` command: `serve`, `dev`, `worker`, `new-plugin`, `token` and `check`.
 
 use anyhow::{Context, bail};
 use gateway::{app::App, auth, config::Config};
@@ -9,6 +9,7 @@ const USAGE: &str = "usage:
   gateway dev [--config FILE] [--listen ADDR]     serve, and rebuild + hot-reload plugins whose sources change
   gateway new-plugin NAME [--dir PATH] [--sdk PATH]  scaffold a plugin crate (default dir: plugins)
   gateway token --sub ID [--claim k=v]... [--ttl 1h]  mint an HS256 token with GATEWAY_JWT_SECRET
+  gateway worker [--config FILE]                   run only the stream compaction worker (no listener)
   gateway check [FILE]                             validate a config file offline
 
 environment: GATEWAY_CONFIG, GATEWAY_LISTEN, GATEWAY_JWT_SECRET, GATEWAY_ADMIN_KEY, RUST_LOG,
@@ -26,6 +27,7 @@ fn main() -> anyhow::Result<()> {
         "new-plugin" => new_plugin(rest),
         "token" => token(rest),
         "check" => check(rest),
+        "worker" => worker(rest),
         "-h" | "--help" | "help" => {
             println!("{USAGE}");
             Ok(())
@@ -138,7 +140,7 @@ fn new_plugin(rest: &[String]) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn serve(rest: &[String], dev: bool) -> anyhow::Result<()> {
+fn init_logs() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let logs = tracing_subscriber::fmt()
@@ -149,6 +151,34 @@ fn serve(rest: &[String], dev: bool) -> anyhow::Result<()> {
     } else {
         logs.init();
     }
+}
+
+/// `gateway worker`: the compaction worker alone, on the configured streams and storage.
+fn worker(rest: &[String]) -> anyhow::Result<()> {
+    init_logs();
+    let path = config_path(flag(rest, "--config")?);
+    let config = Config::load(&path)?;
+    if config.redis.is_none() {
+        bail!(
+            "{}: `gateway worker` needs [redis]: the in-process streams belong to one `gateway serve` (whose [worker] compacts them)",
+            path.display()
+        );
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let signal = shutdown_signal()?;
+        let b = gateway::backends::Backends::open(&config, true).await?;
+        println!("gateway worker running (prefixes {:?})", b.prefixes);
+        signal.await;
+        b.close().await;
+        anyhow::Ok(())
+    })
+}
+
+fn serve(rest: &[String], dev: bool) -> anyhow::Result<()> {
+    init_logs();
     let path = config_path(flag(rest, "--config")?);
     let mut config = Config::load(&path)?;
     let listen = flag(rest, "--listen")?
@@ -186,6 +216,7 @@ fn serve(rest: &[String], dev: bool) -> anyhow::Result<()> {
         banner(&app, running.addrs[0]);
         signal.await;
         running.shutdown().await;
+        app.backends.close().await;
         anyhow::Ok(())
     })
 }

@@ -74,7 +74,7 @@ async fn handle(
     let upgrade = fastwebsockets::upgrade::is_upgrade_request(&req);
     let live = app.live();
     let resp = match (req.method().as_str(), path.as_str()) {
-        ("GET", "/health") if !upgrade => health(&app, &live),
+        ("GET", "/health") if !upgrade => health(&app, &live).await,
         ("GET", "/metrics") if !upgrade => metrics(&app, &live),
         _ if upgrade => match live.config.route_for(&path, RouteKind::Websocket) {
             Some(route) => websocket(&app, &live, route, remote, req).await,
@@ -92,7 +92,17 @@ async fn handle(
     Ok(resp)
 }
 
-fn health(app: &App, live: &Live) -> Response<Body> {
+async fn health(app: &App, live: &Live) -> Response<Body> {
+    let b = &app.backends;
+    let streams = b.streams.stats(&b.prefixes).await;
+    let worker = b.worker.as_ref().map(|w| {
+        serde_json::json!({
+            "compactions": w.stats.compactions.load(Relaxed),
+            "persisted": w.stats.persisted.load(Relaxed),
+            "streams_deleted": w.stats.streams_deleted.load(Relaxed),
+            "errors": w.stats.errors.load(Relaxed),
+        })
+    });
     let plugins: serde_json::Map<String, serde_json::Value> = live
         .plugins
         .iter()
@@ -124,6 +134,8 @@ fn health(app: &App, live: &Live) -> Response<Body> {
             "config": app.config_status(),
             "connections": app.hub.len(),
             "plugins": plugins,
+            "streams": streams,
+            "worker": worker,
         }),
     )
 }
@@ -198,6 +210,79 @@ fn authenticate(
     ))
 }
 
+/// The y-redis permission callback: `GET {callback}/{room}/{user}` must answer
+/// `{"yaccess": "rw" | "r"}`, which is added to the claims. Other answers refuse with 403; an
+/// unreachable callback or a malformed answer refuses with 401.
+async fn check_permission(
+    live: &Live,
+    route: &Route,
+    path: &str,
+    claims: Option<String>,
+) -> Result<Option<String>, Box<Response<Body>>> {
+    let Some(profile) = route.auth.as_ref().and_then(|p| live.config.auth.get(p)) else {
+        return Ok(claims);
+    };
+    let Some(callback) = &profile.permission_callback else {
+        return Ok(claims);
+    };
+    let deny = |status: StatusCode, reason: String| {
+        tracing::info!(route = %route.path, "refused by permission callback: {reason}");
+        Box::new(error(status, &reason))
+    };
+    let mut map: serde_json::Map<String, serde_json::Value> = claims
+        .as_deref()
+        .and_then(|c| serde_json::from_str(c).ok())
+        .unwrap_or_default();
+    let user = match map.get(&profile.user_claim) {
+        Some(serde_json::Value::String(s)) => s.clone(),
+        Some(serde_json::Value::Number(n)) => n.to_string(),
+        _ => {
+            return Err(deny(
+                StatusCode::UNAUTHORIZED,
+                format!("token has no '{}' claim", profile.user_claim),
+            ));
+        }
+    };
+    let room = path.rsplit('/').next().unwrap_or("");
+    let url = format!(
+        "{}/{room}/{}",
+        callback.trim_end_matches('/'),
+        yjs_sync::keys::encode_uri_component(&user)
+    );
+    static CLIENT: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
+    let client = CLIENT.get_or_init(|| {
+        reqwest::Client::builder()
+            .timeout(Duration::from_secs(5))
+            .build()
+            .unwrap_or_default()
+    });
+    let answer = async {
+        let r = client.get(&url).send().await.map_err(|e| e.to_string())?;
+        if !r.status().is_success() {
+            return Err(format!("permission callback answered {}", r.status()));
+        }
+        let body = r.bytes().await.map_err(|e| e.to_string())?;
+        serde_json::from_slice::<serde_json::Value>(&body).map_err(|e| e.to_string())
+    }
+    .await
+    .map_err(|e| {
+        deny(
+            StatusCode::UNAUTHORIZED,
+            format!("permission check failed: {e}"),
+        )
+    })?;
+    match answer.get("yaccess").and_then(|v| v.as_str()) {
+        Some(a @ ("rw" | "r")) => {
+            map.insert("yaccess".into(), serde_json::Value::String(a.into()));
+            Ok(Some(serde_json::Value::Object(map).to_string()))
+        }
+        other => Err(deny(
+            StatusCode::FORBIDDEN,
+            format!("no access to this room ({})", other.unwrap_or("no yaccess")),
+        )),
+    }
+}
+
 async fn websocket(
     app: &Arc<App>,
     live: &Live,
@@ -214,6 +299,10 @@ async fn websocket(
     }
     let (claims, subprotocol, expires_at_ms) = match authenticate(live, route, &req) {
         Ok(x) => x,
+        Err(r) => return refuse(app, *r),
+    };
+    let claims = match check_permission(live, route, req.uri().path(), claims).await {
+        Ok(c) => c,
         Err(r) => return refuse(app, *r),
     };
     let Some(slot) = serving_slot(live, route) else {

@@ -38,6 +38,9 @@ pub mod bindings {
 
 pub use bindings::gateway::plugin::host;
 pub use bindings::gateway::plugin::host::LogLevel;
+pub use bindings::gateway::plugin::storage;
+pub use bindings::gateway::plugin::streams;
+pub use bindings::gateway::plugin::streams::Entry;
 pub use bindings::gateway::plugin::types::{
     ConnId, ConnInfo, Frame, HostError, HttpRequest, HttpResponse, Reject,
 };
@@ -70,6 +73,12 @@ pub trait Plugin {
     /// Runs when a timer set with [`host::set_timer`] fires.
     fn on_timer(token: String) {
         let _ = token;
+    }
+    /// Turns a batch of new entries of a stream bound with [`streams::bind`] into frames that the
+    /// host publishes to `topic`.
+    fn on_stream(topic: String, key: String, entries: Vec<Entry>) -> Vec<Frame> {
+        let _ = (topic, key, entries);
+        Vec::new()
     }
 }
 
@@ -158,6 +167,13 @@ macro_rules! export_plugin {
             }
             fn on_timer(token: String) {
                 <$plugin as $crate::Plugin>::on_timer(token)
+            }
+            fn on_stream(
+                topic: String,
+                key: String,
+                entries: Vec<$crate::Entry>,
+            ) -> Vec<$crate::Frame> {
+                <$plugin as $crate::Plugin>::on_stream(topic, key, entries)
             }
         }
 

@@ -1,9 +1,10 @@
 //! The host side of the plugin imports: what a plugin may ask of the gateway.
 
-use super::bindings::gateway::plugin::{host, types};
+use super::bindings::gateway::plugin::{host, storage, streams, types};
 use super::slot::PluginShared;
 use crate::conn::codec;
 use crate::hub::HubError;
+use crate::streams::StreamId;
 use bytes::Bytes;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
@@ -281,5 +282,127 @@ impl host::Host for HostState {
                 *m.entry(name).or_default() += value;
             }
         }
+    }
+}
+
+/// Largest stream key or object name a plugin may use.
+pub const MAX_KEY: usize = 1024;
+/// Largest stream entry or object a plugin may write.
+pub const MAX_BLOB: usize = 256 << 20;
+
+fn stream_err(e: crate::streams::StreamError) -> types::HostError {
+    match e {
+        crate::streams::StreamError::Invalid(m) => types::HostError::Invalid(m),
+        other => types::HostError::Unavailable(other.to_string()),
+    }
+}
+
+fn storage_err(e: crate::storage::StorageError) -> types::HostError {
+    match e {
+        crate::storage::StorageError::InvalidName(m) => types::HostError::Invalid(m),
+        other => types::HostError::Unavailable(other.to_string()),
+    }
+}
+
+fn check_len(what: &str, len: usize, max: usize) -> Result<(), types::HostError> {
+    if len > max {
+        Err(types::HostError::TooLarge(format!(
+            "{what} longer than {max} bytes"
+        )))
+    } else {
+        Ok(())
+    }
+}
+
+impl streams::Host for HostState {
+    async fn add_message(
+        &mut self,
+        key: String,
+        data: Vec<u8>,
+    ) -> Result<String, types::HostError> {
+        check_len("stream key", key.len(), MAX_KEY)?;
+        check_len("stream entry", data.len(), MAX_BLOB)?;
+        self.shared
+            .streams
+            .add_message(&key, Bytes::from(data))
+            .await
+            .map(|id| id.to_string())
+            .map_err(stream_err)
+    }
+
+    async fn read(
+        &mut self,
+        key: String,
+        after: String,
+        count: u32,
+    ) -> Result<Vec<streams::Entry>, types::HostError> {
+        check_len("stream key", key.len(), MAX_KEY)?;
+        let after = StreamId::parse(&after).map_err(stream_err)?;
+        let entries = self
+            .shared
+            .streams
+            .read(&key, after, count as usize)
+            .await
+            .map_err(stream_err)?;
+        Ok(entries
+            .into_iter()
+            .map(|e| streams::Entry {
+                id: e.id.to_string(),
+                data: e.data.to_vec(),
+            })
+            .collect())
+    }
+
+    async fn len(&mut self, key: String) -> Result<u64, types::HostError> {
+        check_len("stream key", key.len(), MAX_KEY)?;
+        self.shared.streams.len(&key).await.map_err(stream_err)
+    }
+
+    async fn bind(
+        &mut self,
+        topic: String,
+        key: String,
+        after: String,
+    ) -> Result<(), types::HostError> {
+        check_len("topic", topic.len(), MAX_TOPIC)?;
+        check_len("stream key", key.len(), MAX_KEY)?;
+        let after = StreamId::parse(&after).map_err(stream_err)?;
+        self.shared
+            .streams
+            .tailer()
+            .bind(&self.shared, &topic, &key, after);
+        Ok(())
+    }
+}
+
+impl storage::Host for HostState {
+    async fn get(&mut self, name: String) -> Result<Option<Vec<u8>>, types::HostError> {
+        check_len("object name", name.len(), MAX_KEY)?;
+        self.shared
+            .storage
+            .get(&name)
+            .await
+            .map(|b| b.map(|b| b.to_vec()))
+            .map_err(storage_err)
+    }
+
+    async fn put(&mut self, name: String, data: Vec<u8>) -> Result<(), types::HostError> {
+        check_len("object name", name.len(), MAX_KEY)?;
+        check_len("object", data.len(), MAX_BLOB)?;
+        self.shared
+            .storage
+            .put(&name, Bytes::from(data))
+            .await
+            .map_err(storage_err)
+    }
+
+    async fn delete(&mut self, name: String) -> Result<(), types::HostError> {
+        check_len("object name", name.len(), MAX_KEY)?;
+        self.shared.storage.delete(&name).await.map_err(storage_err)
+    }
+
+    async fn list(&mut self, prefix: String) -> Result<Vec<String>, types::HostError> {
+        check_len("prefix", prefix.len(), MAX_KEY)?;
+        self.shared.storage.list(&prefix).await.map_err(storage_err)
     }
 }

@@ -17,6 +17,10 @@ pub mod bindings {
         world: "plugin",
         path: "../plugin-sdk/wit",
         exports: { default: async },
+        imports: {
+            "gateway:plugin/streams": async,
+            "gateway:plugin/storage": async,
+        },
     });
 }
 

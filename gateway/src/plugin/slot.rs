@@ -1,6 +1,7 @@
 //! One plugin: its current version, a bounded pool of reusable instances, and the calls into
 //! them. A call that traps or runs past its deadline discards its instance only.
 
+use super::bindings::gateway::plugin::streams::Entry as StreamEntry;
 use super::bindings::{Plugin, PluginPre};
 use super::faults::{FaultPolicy, FaultTracker, OnFault};
 use super::host::HostState;
@@ -105,6 +106,10 @@ pub struct PluginShared {
     pub next_timer: AtomicU64,
     /// The slot, for timers that call back into the plugin.
     pub slot: Mutex<Weak<PluginSlot>>,
+    /// Streams (`streams` imports).
+    pub streams: crate::streams::Streams,
+    /// Blob storage (`storage` imports).
+    pub storage: crate::storage::Storage,
 }
 
 impl PluginShared {
@@ -408,6 +413,30 @@ impl PluginSlot {
         let mut l = self.acquire().await?;
         let t = Instant::now();
         let r = l.inst.bindings.call_on_http(&mut l.inst.store, req).await;
+        self.release(l, t, r)
+    }
+
+    /// Hands a batch of stream entries to the plugin; returns the frames to publish.
+    pub async fn on_stream(
+        &self,
+        topic: &str,
+        key: &str,
+        entries: &[crate::streams::Entry],
+    ) -> Result<Vec<Frame>, CallError> {
+        let list: Vec<StreamEntry> = entries
+            .iter()
+            .map(|e| StreamEntry {
+                id: e.id.to_string(),
+                data: e.data.to_vec(),
+            })
+            .collect();
+        let mut l = self.acquire().await?;
+        let t = Instant::now();
+        let r = l
+            .inst
+            .bindings
+            .call_on_stream(&mut l.inst.store, topic, key, &list)
+            .await;
         self.release(l, t, r)
     }
 

@@ -1,8 +1,9 @@
 //! The `yjs-sync` protocol core: Yjs collaborative editing, wire- and storage-compatible
 //! with y-redis v0.1.6 (see `shared/specs/yjs-y-redis.md`).
 //!
-//! Everything here is pure and host-independent; wiring to the plugin SDK comes later.
-#![forbid(unsafe_code)]
+//! The protocol core is pure and host-independent (the gateway's compaction worker uses it
+//! natively); the `plugin` feature adds the wasm entry points in [`plugin`].
+#![deny(unsafe_code)]
 
 pub mod awareness;
 pub mod doc;
@@ -10,4 +11,6 @@ pub mod error;
 pub mod keys;
 pub mod lib0;
 pub mod merge;
+#[cfg(feature = "plugin")]
+pub mod plugin;
 pub mod protocol;

@@ -1,0 +1,76 @@
+//! The process's stream backend, blob store and compaction worker, opened once from the
+//! configuration at start (changing them needs a restart).
+
+use crate::config::Config;
+use crate::storage::Storage;
+use crate::streams::{MemoryStreams, RedisStreams, Streams};
+use crate::worker::Worker;
+use anyhow::Context;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Streams, storage and (when enabled) the in-process worker.
+#[derive(Clone)]
+pub struct Backends {
+    /// Streams (Redis or in-process).
+    pub streams: Streams,
+    /// Blob storage.
+    pub storage: Storage,
+    /// The worker running in this process, if any.
+    pub worker: Option<Arc<Worker>>,
+    /// The worker prefixes (for stats).
+    pub prefixes: Vec<String>,
+}
+
+impl Backends {
+    /// Opens streams and storage; with `run_worker` (or `[worker] enabled`) starts the worker.
+    pub async fn open(cfg: &Config, run_worker: bool) -> anyhow::Result<Backends> {
+        let streams = match &cfg.redis {
+            Some(r) => {
+                let url = r.resolved_url().map_err(anyhow::Error::msg)?;
+                let s = RedisStreams::connect(&url)
+                    .await
+                    .with_context(|| "connecting to [redis]".to_string())?;
+                tracing::info!("streams: redis");
+                Streams::Redis(s)
+            }
+            None => {
+                let dir = cfg.resolve(&cfg.streams.data_dir);
+                let sync = Duration::from_millis(cfg.streams.sync_interval_ms);
+                let s = MemoryStreams::open(&dir, sync)
+                    .with_context(|| format!("opening the stream log in {}", dir.display()))?;
+                tracing::info!(dir = %dir.display(), "streams: in-process, logged");
+                Streams::Memory(s)
+            }
+        };
+        let storage = Storage::open(&cfg.storage, &cfg.base_dir).context("opening [storage]")?;
+        let tailer = streams.tailer().clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                tailer.sweep();
+            }
+        });
+        let worker = if run_worker || cfg.worker.enabled {
+            let w = Worker::new(cfg.worker.clone(), streams.clone(), storage.clone());
+            tokio::spawn(w.clone().run());
+            Some(w)
+        } else {
+            None
+        };
+        Ok(Backends {
+            streams,
+            storage,
+            worker,
+            prefixes: cfg.worker.prefix.clone(),
+        })
+    }
+
+    /// Flushes the stream log (graceful shutdown).
+    pub async fn close(&self) {
+        if let Streams::Memory(m) = &self.streams {
+            m.flush().await;
+            m.close();
+        }
+    }
+}

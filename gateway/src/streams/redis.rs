@@ -1,0 +1,415 @@
+//! The Redis stream backend, laid out exactly like y-redis v0.1.6: room streams with the single
+//! field `m`, the `{P}:worker` queue stream with consumer group `{P}:worker` (parking consumer
+//! `pending`), and one reader connection that tails every bound stream with one blocking XREAD.
+
+use super::tail::Tailer;
+use super::{Entry, StreamError, StreamId, StreamStats, Task, worker_key_of};
+use bytes::Bytes;
+use parking_lot::Mutex;
+use redis::Value;
+use redis::aio::MultiplexedConnection;
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Appends to the room stream and, when the stream is new, enqueues it for compaction and parks
+/// the task under the `pending` consumer. Both keys are declared (Redis Cluster friendly when
+/// the prefix is hash-tagged).
+const ADD_MESSAGE: &str = r#"
+if redis.call("EXISTS", KEYS[1]) == 0 then
+  redis.call("XADD", KEYS[2], "*", "compact", KEYS[1])
+  redis.call("XREADGROUP", "GROUP", KEYS[2], "pending", "STREAMS", KEYS[2], ">")
+end
+return redis.call("XADD", KEYS[1], "*", "m", ARGV[1])
+"#;
+
+const DEL_IF_EMPTY: &str = r#"
+if redis.call("XLEN", KEYS[1]) == 0 then
+  redis.call("DEL", KEYS[1])
+end
+return 0
+"#;
+
+/// How long one blocking read waits.
+const BLOCK_MS: u64 = 1000;
+/// Most entries per stream per read.
+const READ_COUNT: usize = 1000;
+
+/// Streams in Redis.
+pub struct RedisStreams {
+    client: redis::Client,
+    con: MultiplexedConnection,
+    add_script: redis::Script,
+    groups: Mutex<HashSet<String>>,
+    reader_id: Mutex<Option<i64>>,
+    /// Delivery of bound streams.
+    pub tailer: Arc<Tailer>,
+}
+
+fn rerr(e: redis::RedisError) -> StreamError {
+    StreamError::Redis(e.to_string())
+}
+
+impl RedisStreams {
+    /// Connects and starts the reader task.
+    pub async fn connect(url: &str) -> Result<Arc<Self>, StreamError> {
+        let client = redis::Client::open(url).map_err(rerr)?;
+        let con = tokio::time::timeout(
+            Duration::from_secs(10),
+            client.get_multiplexed_async_connection(),
+        )
+        .await
+        .map_err(|_| StreamError::Redis(format!("connecting to {url} timed out")))?
+        .map_err(rerr)?;
+        let me = Arc::new(Self {
+            client,
+            con,
+            add_script: redis::Script::new(ADD_MESSAGE),
+            groups: Mutex::new(HashSet::new()),
+            reader_id: Mutex::new(None),
+            tailer: Arc::new(Tailer::default()),
+        });
+        let weak = Arc::downgrade(&me);
+        tokio::spawn(reader(weak));
+        let weak = Arc::downgrade(&me);
+        tokio::spawn(unblocker(weak));
+        Ok(me)
+    }
+
+    async fn ensure_group(&self, worker_key: &str) -> Result<(), StreamError> {
+        if self.groups.lock().contains(worker_key) {
+            return Ok(());
+        }
+        let mut con = self.con.clone();
+        let r: redis::RedisResult<Value> = redis::cmd("XGROUP")
+            .arg("CREATE")
+            .arg(worker_key)
+            .arg(worker_key)
+            .arg("0")
+            .arg("MKSTREAM")
+            .query_async(&mut con)
+            .await;
+        match r {
+            Ok(_) => {}
+            Err(e) if e.to_string().contains("BUSYGROUP") => {}
+            Err(e) => return Err(rerr(e)),
+        }
+        self.groups.lock().insert(worker_key.to_string());
+        Ok(())
+    }
+
+    /// The atomic add-and-enqueue.
+    pub async fn add_message(&self, key: &str, data: Bytes) -> Result<StreamId, StreamError> {
+        let wk = worker_key_of(key)?;
+        self.ensure_group(&wk).await?;
+        let mut con = self.con.clone();
+        let id: String = self
+            .add_script
+            .key(key)
+            .key(&wk)
+            .arg(data.as_ref())
+            .invoke_async(&mut con)
+            .await
+            .map_err(rerr)?;
+        StreamId::parse(&id)
+    }
+
+    /// XRANGE key (after + COUNT n.
+    pub async fn read(
+        &self,
+        key: &str,
+        after: StreamId,
+        count: usize,
+    ) -> Result<Vec<Entry>, StreamError> {
+        let mut con = self.con.clone();
+        let mut c = redis::cmd("XRANGE");
+        c.arg(key).arg(format!("({after}")).arg("+");
+        if count > 0 {
+            c.arg("COUNT").arg(count);
+        }
+        let v: Value = c.query_async(&mut con).await.map_err(rerr)?;
+        parse_entries(&v, "m")
+    }
+
+    /// XLEN.
+    pub async fn len(&self, key: &str) -> Result<u64, StreamError> {
+        let mut con = self.con.clone();
+        redis::cmd("XLEN")
+            .arg(key)
+            .query_async(&mut con)
+            .await
+            .map_err(rerr)
+    }
+
+    /// XAUTOCLAIM `{P}:worker` `{P}:worker` consumer min-idle 0 COUNT n.
+    pub async fn claim_tasks(
+        &self,
+        worker_key: &str,
+        consumer: &str,
+        min_idle_ms: u64,
+        count: u32,
+    ) -> Result<Vec<Task>, StreamError> {
+        self.ensure_group(worker_key).await?;
+        let mut con = self.con.clone();
+        let v: Value = redis::cmd("XAUTOCLAIM")
+            .arg(worker_key)
+            .arg(worker_key)
+            .arg(consumer)
+            .arg(min_idle_ms)
+            .arg("0")
+            .arg("COUNT")
+            .arg(count)
+            .query_async(&mut con)
+            .await
+            .map_err(rerr)?;
+        let items = match &v {
+            Value::Array(a) if a.len() >= 2 => &a[1],
+            _ => return Ok(Vec::new()),
+        };
+        Ok(parse_entries(items, "compact")?
+            .into_iter()
+            .filter_map(|e| {
+                String::from_utf8(e.data.to_vec())
+                    .ok()
+                    .filter(|s| !s.is_empty())
+                    .map(|stream| Task { id: e.id, stream })
+            })
+            .collect())
+    }
+
+    /// MULTI: delete the stream if empty; XDEL + XACK the task.
+    pub async fn finish_empty(&self, worker_key: &str, task: &Task) -> Result<(), StreamError> {
+        let mut con = self.con.clone();
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .cmd("EVAL")
+            .arg(DEL_IF_EMPTY)
+            .arg(1)
+            .arg(&task.stream)
+            .ignore()
+            .cmd("XDEL")
+            .arg(worker_key)
+            .arg(task.id.to_string())
+            .ignore()
+            .cmd("XACK")
+            .arg(worker_key)
+            .arg(worker_key)
+            .arg(task.id.to_string())
+            .ignore();
+        pipe.query_async::<()>(&mut con).await.map_err(rerr)
+    }
+
+    /// MULTI: XTRIM MINID, re-enqueue and park the task, XDEL + XACK the old one.
+    pub async fn trim_and_requeue(
+        &self,
+        worker_key: &str,
+        task: &Task,
+        min_id_ms: u64,
+    ) -> Result<(), StreamError> {
+        let mut con = self.con.clone();
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .cmd("XTRIM")
+            .arg(&task.stream)
+            .arg("MINID")
+            .arg(min_id_ms)
+            .ignore()
+            .cmd("XADD")
+            .arg(worker_key)
+            .arg("*")
+            .arg("compact")
+            .arg(&task.stream)
+            .ignore()
+            .cmd("XREADGROUP")
+            .arg("GROUP")
+            .arg(worker_key)
+            .arg("pending")
+            .arg("COUNT")
+            .arg(50)
+            .arg("STREAMS")
+            .arg(worker_key)
+            .arg(">")
+            .ignore()
+            .cmd("XDEL")
+            .arg(worker_key)
+            .arg(task.id.to_string())
+            .ignore()
+            .cmd("XACK")
+            .arg(worker_key)
+            .arg(worker_key)
+            .arg(task.id.to_string())
+            .ignore();
+        pipe.query_async::<()>(&mut con).await.map_err(rerr)
+    }
+
+    /// Worker queue lengths.
+    pub async fn stats(&self, prefixes: &[String]) -> StreamStats {
+        let mut total = 0;
+        for p in prefixes {
+            total += self.len(&format!("{p}:worker")).await.unwrap_or(0);
+        }
+        StreamStats {
+            backend: "redis",
+            streams: None,
+            worker_queue: total,
+        }
+    }
+}
+
+/// Wakes the reader's blocking XREAD when a stream is bound for the first time.
+async fn unblocker(me: std::sync::Weak<RedisStreams>) {
+    loop {
+        let tailer = match me.upgrade() {
+            Some(m) => m.tailer.clone(),
+            None => return,
+        };
+        tailer.rebound.notified().await;
+        let Some(m) = me.upgrade() else { return };
+        let id = *m.reader_id.lock();
+        if let Some(id) = id {
+            let mut con = m.con.clone();
+            let _: redis::RedisResult<Value> = redis::cmd("CLIENT")
+                .arg("UNBLOCK")
+                .arg(id)
+                .query_async(&mut con)
+                .await;
+        }
+    }
+}
+
+/// One connection, one blocking XREAD over every bound stream.
+async fn reader(me: std::sync::Weak<RedisStreams>) {
+    let mut backoff = Duration::from_millis(100);
+    'connect: loop {
+        let Some(m) = me.upgrade() else { return };
+        let client = m.client.clone();
+        drop(m);
+        let mut con = match client.get_multiplexed_async_connection().await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!("redis stream reader: {e}; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+                continue;
+            }
+        };
+        con.set_response_timeout(Duration::from_millis(BLOCK_MS + 5000));
+        let id: Option<i64> = redis::cmd("CLIENT")
+            .arg("ID")
+            .query_async(&mut con)
+            .await
+            .ok();
+        backoff = Duration::from_millis(100);
+        loop {
+            let Some(m) = me.upgrade() else { return };
+            *m.reader_id.lock() = id;
+            let tailer = m.tailer.clone();
+            drop(m);
+            tailer.sweep();
+            let cursors = tailer.cursors();
+            if cursors.is_empty() {
+                let _ = tokio::time::timeout(
+                    Duration::from_millis(BLOCK_MS),
+                    tailer.rebound.notified(),
+                )
+                .await;
+                continue;
+            }
+            let mut c = redis::cmd("XREAD");
+            c.arg("BLOCK")
+                .arg(BLOCK_MS)
+                .arg("COUNT")
+                .arg(READ_COUNT)
+                .arg("STREAMS");
+            for (k, _) in &cursors {
+                c.arg(k);
+            }
+            for (_, id) in &cursors {
+                c.arg(id.to_string());
+            }
+            let v: Value = match c.query_async(&mut con).await {
+                Ok(v) => v,
+                Err(e) if e.to_string().contains("UNBLOCKED") => continue,
+                Err(e) => {
+                    tracing::warn!("redis stream reader: {e}; reconnecting");
+                    tokio::time::sleep(backoff).await;
+                    continue 'connect;
+                }
+            };
+            for (key, entries) in parse_xread(&v) {
+                tailer.push(&key, entries);
+            }
+        }
+    }
+}
+
+fn bulk(v: &Value) -> Option<&[u8]> {
+    match v {
+        Value::BulkString(b) => Some(b),
+        Value::SimpleString(s) => Some(s.as_bytes()),
+        _ => None,
+    }
+}
+
+/// `[[id, [field, value, ...]], ...]` -> entries holding `field` (nil entries are skipped).
+fn parse_entries(v: &Value, field: &str) -> Result<Vec<Entry>, StreamError> {
+    let Value::Array(items) = v else {
+        return Ok(Vec::new());
+    };
+    let mut out = Vec::with_capacity(items.len());
+    for it in items {
+        let Value::Array(pair) = it else { continue };
+        if pair.len() < 2 {
+            continue;
+        }
+        let Some(id) = bulk(&pair[0]).and_then(|b| std::str::from_utf8(b).ok()) else {
+            continue;
+        };
+        let id = StreamId::parse(id)?;
+        let Value::Array(fields) = &pair[1] else {
+            continue;
+        };
+        let mut data = None;
+        for kv in fields.chunks(2) {
+            if kv.len() == 2 && bulk(&kv[0]) == Some(field.as_bytes()) {
+                data = bulk(&kv[1]).map(Bytes::copy_from_slice);
+            }
+        }
+        // An entry without the field still advances the reader; its payload is empty.
+        out.push(Entry {
+            id,
+            data: data.unwrap_or_default(),
+        });
+    }
+    Ok(out)
+}
+
+/// XREAD reply (RESP2 array or RESP3 map) -> per-stream entries.
+fn parse_xread(v: &Value) -> Vec<(String, Vec<Entry>)> {
+    let mut out = Vec::new();
+    let mut one = |k: &Value, e: &Value| {
+        if let Some(key) = bulk(k).and_then(|b| String::from_utf8(b.to_vec()).ok())
+            && let Ok(entries) = parse_entries(e, "m")
+        {
+            out.push((key, entries));
+        }
+    };
+    match v {
+        Value::Array(streams) => {
+            for s in streams {
+                if let Value::Array(pair) = s
+                    && pair.len() == 2
+                {
+                    one(&pair[0], &pair[1]);
+                }
+            }
+        }
+        Value::Map(m) => {
+            for (k, e) in m {
+                one(k, e);
+            }
+        }
+        _ => {}
+    }
+    out
+}
