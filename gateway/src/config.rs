@@ -213,7 +213,8 @@ impl Default for StorageConfig {
 pub struct WorkerConfig {
     /// Run the worker inside `gateway serve` (`gateway worker` always runs it).
     pub enabled: bool,
-    /// Stream prefixes whose worker queues are served.
+    /// Stream prefixes whose worker queues are served (a string or a list).
+    #[serde(deserialize_with = "one_or_many")]
     pub prefix: Vec<String>,
     /// A room is compacted once its task has been idle this long.
     pub task_debounce_ms: u64,
@@ -233,6 +234,19 @@ impl Default for WorkerConfig {
             try_claim_count: 5,
         }
     }
+}
+
+fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(match OneOrMany::deserialize(d)? {
+        OneOrMany::One(s) => vec![s],
+        OneOrMany::Many(v) => v,
+    })
 }
 
 /// Per-connection limits; a route may override any field.
