@@ -14,6 +14,7 @@ import { RedisServer, roomStreamKey } from './redis.js'
 import { stdToken, YredisAuth } from './tokens.js'
 import { connectClient, docFromV2 } from './yclient.js'
 import { waitFor } from './wait.js'
+import { WorkerProcess } from './worker.js'
 
 export const BUCKET = 'ydocs-test'
 export const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i
@@ -56,6 +57,8 @@ export class InteropEnv {
     this.gatewayCount = gateways
     this.tmp = fs.mkdtempSync(path.join(os.tmpdir(), `interop-${name.replace(/[^a-z0-9-]/gi, '_')}-`))
     this.gateways = []
+    /** Standalone `gateway worker` processes (see addWorker). */
+    this.workers = []
     this.clients = []
     this.failed = false
     this.dumped = false
@@ -102,6 +105,20 @@ export class InteropEnv {
     this.gateways.push(gw)
     if (start) await gw.start()
     return gw
+  }
+
+  /**
+   * Starts a standalone `gateway worker` with the config of `gw` (default: the first gateway), i.e. the
+   * same [redis], [storage] and [worker]. Its log is dumped with the gateways' and it stops at cleanup.
+   */
+  async addWorker ({ gw = this.gw } = {}) {
+    const i = this.workers.length + 1
+    const dir = path.join(this.tmp, `worker${i}`)
+    fs.mkdirSync(dir, { recursive: true })
+    const w = new WorkerProcess(dir, { configFile: gw.configFile, name: `${this.name}-${this.mode}-worker${i}` })
+    this.workers.push(w)
+    await w.start()
+    return w
   }
 
   get gw () {
@@ -239,6 +256,10 @@ export class InteropEnv {
       out.push(`----- ${gw.name} (port ${gw.port}, full log ${gw.logFile}) last ${lines} lines -----`)
       out.push(gw.tail(lines) || '(no output)')
     }
+    for (const w of this.workers) {
+      out.push(`----- ${w.name} (gateway worker, full log ${w.logFile}) last ${lines} lines -----`)
+      out.push(w.tail(lines) || '(no output)')
+    }
     if (this.redis && this.redis.proc.exitCode !== undefined) out.push(`redis-server exited:\n${this.redis.proc.tail(20)}`)
     out.push(`===== end ${this.name} =====\n`)
     process.stderr.write(out.join('\n') + '\n')
@@ -246,7 +267,7 @@ export class InteropEnv {
 
   async cleanup () {
     this.destroyClients()
-    const stops = this.gateways.map((gw) => gw.stop().catch(() => {}))
+    const stops = [...this.gateways, ...this.workers].map((p) => p.stop().catch(() => {}))
     await Promise.all(stops)
     if ((this.failed && !this.dumped) || verbose) this.dumpLogs(this.failed ? 'FAILED (logs up to shutdown)' : 'logs')
     if (this.redis) await this.redis.stop().catch(() => {})
