@@ -3,12 +3,15 @@
 
 use yrs::updates::decoder::Decode;
 use yrs::updates::encoder::Encode;
-use yrs::{Doc, ReadTxn, StateVector, Transact, TransactionMut, Update};
+use yrs::{Doc, ReadTxn, StateVector, Transact, Update};
 
 use crate::awareness::AwarenessStates;
 use crate::error::{Error, Result};
-use crate::merge::Skipped;
+use crate::merge::{Skipped, merge_updates};
 use crate::protocol::{Message, sync_step1_frame, sync_step2_frame};
+
+/// Stream updates merged (and applied) at a time.
+const MERGE_CHUNK: usize = 256;
 
 /// A document built from storage and stream entries.
 #[derive(Debug)]
@@ -47,17 +50,48 @@ where
     }
     let mut awareness = AwarenessStates::new();
     let mut skipped = Vec::new();
-    let changed = {
-        let mut txn = doc.transact_mut();
-        let pending_before = pending_summary(&txn);
-        for (index, m) in stream_messages.iter().enumerate() {
-            if let Err(reason) = apply_stream_message(&mut txn, &mut awareness, m.as_ref()) {
-                skipped.push(Skipped { index, reason });
+    let (before, pending_before) = {
+        let txn = doc.transact();
+        (txn.snapshot(), pending_summary(&txn))
+    };
+    let mut updates: Vec<(usize, &[u8])> = Vec::new();
+    for (index, m) in stream_messages.iter().enumerate() {
+        let outcome = match Message::parse(m.as_ref()) {
+            Ok(Message::SyncUpdate(u) | Message::SyncStep2(u)) => {
+                updates.push((index, u));
+                Ok(())
+            }
+            Ok(Message::Awareness(a)) => awareness.apply_update(a),
+            Ok(Message::SyncStep1(_)) => Err(Error::UnexpectedMessage(0)),
+            Ok(Message::Other(t)) => Err(Error::UnexpectedMessage(t)),
+            Err(e) => Err(e),
+        };
+        if let Err(reason) = outcome {
+            skipped.push(Skipped { index, reason });
+        }
+    }
+    // Updates are merged in chunks and each merge is applied in its own transaction: one
+    // transaction over tens of thousands of updates, or one merge of all of them, is
+    // superlinear in yrs. "Changed" compares snapshots (state vector and delete set) and
+    // pending data, so delete-only edits count (§7.5).
+    for chunk in updates.chunks(MERGE_CHUNK) {
+        if let Some(merged) = merge_updates(chunk, &mut skipped) {
+            let mut txn = doc.transact_mut();
+            let applied = Update::decode_v1(&merged)
+                .map_err(|e| e.to_string())
+                .and_then(|u| txn.apply_update(u).map_err(|e| e.to_string()));
+            if let Err(e) = applied {
+                skipped.push(Skipped {
+                    index: chunk[0].0,
+                    reason: Error::BadUpdate(e),
+                });
             }
         }
-        txn.before_state() != txn.after_state()
-            || !txn.delete_set().is_empty()
-            || pending_summary(&txn) != pending_before
+    }
+    skipped.sort_by_key(|s| s.index);
+    let changed = {
+        let txn = doc.transact();
+        txn.snapshot() != before || pending_summary(&txn) != pending_before
     };
     Ok(BuiltDoc {
         doc,
@@ -65,23 +99,6 @@ where
         changed,
         skipped,
     })
-}
-
-fn apply_stream_message(
-    txn: &mut TransactionMut,
-    awareness: &mut AwarenessStates,
-    m: &[u8],
-) -> Result<()> {
-    match Message::parse(m)? {
-        Message::SyncUpdate(u) | Message::SyncStep2(u) => {
-            let update = Update::decode_v1(u).map_err(|e| Error::BadUpdate(e.to_string()))?;
-            txn.apply_update(update)
-                .map_err(|e| Error::BadUpdate(e.to_string()))
-        }
-        Message::Awareness(a) => awareness.apply_update(a),
-        Message::SyncStep1(_) => Err(Error::UnexpectedMessage(0)),
-        Message::Other(t) => Err(Error::UnexpectedMessage(t)),
-    }
 }
 
 /// What is pending (blocks waiting for missing predecessors, deletes of unknown items),
@@ -143,7 +160,7 @@ mod tests {
     use super::*;
     use crate::awareness::{AwarenessEntry, encode_awareness_update, removal_frame};
     use crate::protocol::{awareness_frame, sync_update_frame};
-    use yrs::{GetString, Map, Text};
+    use yrs::{GetString, Map, Text, TransactionMut};
 
     fn text_of(doc: &Doc) -> String {
         doc.get_or_insert_text("t").get_string(&doc.transact())
@@ -176,6 +193,21 @@ mod tests {
             clock,
             state: state.to_owned(),
         }]))
+    }
+
+    #[test]
+    fn many_small_updates_and_a_broken_one() {
+        let mut c = Client::new(7);
+        for i in 0..20_000 {
+            c.edit(|txn, t| t.insert(txn, i, "x"));
+        }
+        let mut frames = c.frames.clone();
+        frames.insert(5, vec![0, 2, 3, 0xff, 0xff, 0xff]);
+        let built = build_doc::<Vec<u8>, Vec<u8>>(&[], &frames).unwrap();
+        assert!(built.changed);
+        assert_eq!(text_of(&built.doc), "x".repeat(20_000));
+        assert_eq!(built.skipped.len(), 1);
+        assert_eq!(built.skipped[0].index, 5);
     }
 
     #[test]

@@ -65,7 +65,10 @@ pub fn merge_batch<B: AsRef<[u8]>>(messages: &[B]) -> MergedBatch {
 
 /// Merges v1 updates; if the merge fails, drops the undecodable ones and merges the rest.
 /// A single valid update is passed through unchanged.
-fn merge_updates(updates: &[(usize, &[u8])], skipped: &mut Vec<Skipped>) -> Option<Vec<u8>> {
+pub(crate) fn merge_updates(
+    updates: &[(usize, &[u8])],
+    skipped: &mut Vec<Skipped>,
+) -> Option<Vec<u8>> {
     if updates.len() > 1
         && let Ok(merged) = yrs::merge_updates_v1(updates.iter().map(|(_, u)| *u))
     {
