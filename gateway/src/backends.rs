@@ -69,7 +69,6 @@ impl Backends {
     /// Flushes the stream log (graceful shutdown).
     pub async fn close(&self) {
         if let Streams::Memory(m) = &self.streams {
-            m.flush().await;
             m.close();
         }
     }

@@ -57,6 +57,7 @@ impl Record {
     }
 
     /// Encoded size.
+    #[cfg(test)]
     pub fn encoded_len(&self) -> usize {
         let (key, data) = match self {
             Record::Add { key, entry } => (key.len(), entry.data.len()),

@@ -1,22 +1,21 @@
 //! The in-process stream backend: Redis stream semantics for one gateway, made durable by the
-//! append log. A dedicated writer thread writes queued records in order and only then hands
-//! new entries to the tailer, so whatever a client has seen delivered survives a crash.
+//! append log. Every change is written to the log (a `write` into the page cache, under the
+//! streams lock, so the log order is the id order) before its entries are handed to the
+//! tailer: whatever a client has seen delivered survives a crash of the process. A background
+//! thread `fdatasync`s the log every `sync_interval_ms` for power loss.
 
 use super::log::{self, Record};
 use super::tail::Tailer;
 use super::{Entry, StreamError, StreamId, StreamStats, Task, worker_key_of};
 use bytes::Bytes;
-use parking_lot::{Condvar, Mutex};
+use parking_lot::Mutex;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::Notify;
 
-/// Queued log bytes above which writers wait for the log to catch up.
-const MAX_QUEUED_BYTES: usize = 64 << 20;
 /// The log is rewritten once it is this large and at least twice the live data.
 const REWRITE_MIN_BYTES: u64 = 64 << 20;
 
@@ -42,10 +41,15 @@ struct Queue {
 struct Inner {
     streams: HashMap<String, Stream>,
     queues: HashMap<String, Queue>,
-    /// Records not yet written by the log thread.
-    pending: Vec<Record>,
-    pending_bytes: usize,
-    closed: bool,
+    log: Option<LogFile>,
+}
+
+struct LogFile {
+    file: File,
+    path: PathBuf,
+    written: u64,
+    dirty: bool,
+    buf: Vec<u8>,
 }
 
 impl Inner {
@@ -95,17 +99,9 @@ impl Stream {
     }
 }
 
-struct Shared {
-    inner: Mutex<Inner>,
-    wake: Condvar,
-    drained: Notify,
-    tailer: Arc<Tailer>,
-}
-
 /// In-process streams, optionally logged to a directory.
 pub struct MemoryStreams {
-    shared: Arc<Shared>,
-    logged: bool,
+    inner: Arc<Mutex<Inner>>,
     /// Delivery of bound streams.
     pub tailer: Arc<Tailer>,
 }
@@ -117,21 +113,14 @@ fn now_ms() -> u64 {
 impl MemoryStreams {
     /// Streams that live in memory only (tests, or when durability is not wanted).
     pub fn ephemeral() -> Arc<Self> {
-        let tailer = Arc::new(Tailer::default());
         Arc::new(Self {
-            shared: Arc::new(Shared {
-                inner: Mutex::new(Inner::default()),
-                wake: Condvar::new(),
-                drained: Notify::new(),
-                tailer: tailer.clone(),
-            }),
-            logged: false,
-            tailer,
+            inner: Arc::new(Mutex::new(Inner::default())),
+            tailer: Arc::new(Tailer::default()),
         })
     }
 
-    /// Opens (or creates) the log in `dir`, replays it, and starts the writer thread. Every
-    /// replayed stream gets a compaction task. Blocking.
+    /// Opens (or creates) the log in `dir`, replays it (and rewrites it compactly), and starts
+    /// the sync thread. Every replayed stream gets a compaction task. Blocking.
     pub fn open(dir: &Path, sync_interval: Duration) -> Result<Arc<Self>, StreamError> {
         std::fs::create_dir_all(dir)
             .map_err(|e| StreamError::Log(format!("{}: {e}", dir.display())))?;
@@ -161,88 +150,94 @@ impl MemoryStreams {
             ms = started.elapsed().as_millis() as u64,
             "stream log replayed"
         );
-        let tailer = Arc::new(Tailer::default());
-        let shared = Arc::new(Shared {
-            inner: Mutex::new(inner),
-            wake: Condvar::new(),
-            drained: Notify::new(),
-            tailer: tailer.clone(),
+        let written = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+        inner.log = Some(LogFile {
+            file,
+            path,
+            written,
+            dirty: false,
+            buf: Vec::with_capacity(4096),
         });
-        let handle = tokio::runtime::Handle::current();
-        let s2 = shared.clone();
-        std::thread::Builder::new()
-            .name("stream-log".into())
-            .spawn(move || writer(s2, file, path, sync_interval, handle))
-            .map_err(|e| StreamError::Log(e.to_string()))?;
+        let inner = Arc::new(Mutex::new(inner));
+        if !sync_interval.is_zero() {
+            let weak = Arc::downgrade(&inner);
+            std::thread::Builder::new()
+                .name("stream-log-sync".into())
+                .spawn(move || syncer(weak, sync_interval))
+                .map_err(|e| StreamError::Log(e.to_string()))?;
+        }
         Ok(Arc::new(Self {
-            shared,
-            logged: true,
-            tailer,
+            inner,
+            tailer: Arc::new(Tailer::default()),
         }))
     }
 
-    /// Stops the writer thread after it has written everything queued.
+    /// Syncs the log to disk (graceful shutdown).
     pub fn close(&self) {
-        self.shared.inner.lock().closed = true;
-        self.shared.wake.notify_one();
+        if let Some(f) = self
+            .inner
+            .lock()
+            .log
+            .as_ref()
+            .and_then(|l| l.file.try_clone().ok())
+        {
+            let _ = f.sync_data();
+        }
     }
 
-    /// Waits until everything queued so far is written (tests, shutdown).
-    pub async fn flush(&self) {
-        loop {
-            let notified = self.shared.drained.notified();
-            if self.shared.inner.lock().pending.is_empty() {
-                return;
+    /// Logs a change (when logged). A failed write is an error, and the caller changes
+    /// nothing: nothing is delivered that is not logged.
+    fn record(&self, inner: &mut Inner, rec: Record) -> Result<(), StreamError> {
+        if let Some(log) = inner.log.as_mut() {
+            log.buf.clear();
+            rec.encode(&mut log.buf);
+            if let Err(e) = log.file.write_all(&log.buf) {
+                tracing::error!(file = %log.path.display(), "stream log write failed: {e}");
+                return Err(StreamError::Log(e.to_string()));
             }
-            let _ = tokio::time::timeout(Duration::from_millis(50), notified).await;
+            log.written += log.buf.len() as u64;
+            log.dirty = true;
         }
-    }
-
-    fn record(&self, inner: &mut Inner, rec: Record, deliver: Option<(&str, Entry)>) {
-        if self.logged {
-            inner.pending_bytes += rec.encoded_len();
-            inner.pending.push(rec);
-            self.shared.wake.notify_one();
-        } else if let Some((key, e)) = deliver {
-            self.tailer.push(key, [e]);
+        if inner
+            .log
+            .as_ref()
+            .is_some_and(|l| l.written > REWRITE_MIN_BYTES)
+        {
+            maybe_rewrite(inner);
         }
+        Ok(())
     }
 
     /// Appends an entry, enqueueing a compaction task when the stream is new.
     pub async fn add_message(&self, key: &str, data: Bytes) -> Result<StreamId, StreamError> {
         let wk = worker_key_of(key)?;
-        let full = {
-            let mut inner = self.shared.inner.lock();
-            let now = now_ms();
-            if !inner.streams.contains_key(key) {
-                inner.enqueue_task(wk, key, now);
-                inner.streams.insert(key.to_string(), Stream::default());
-            }
-            let s = inner.streams.get_mut(key).expect("just inserted");
-            let id = s.last.next_after(now);
-            s.last = id;
-            s.bytes += data.len();
-            let entry = Entry { id, data };
-            s.entries.push_back(entry.clone());
-            self.record(
-                &mut inner,
-                Record::Add {
-                    key: key.to_string(),
-                    entry: entry.clone(),
-                },
-                Some((key, entry)),
-            );
-            (inner.pending_bytes > MAX_QUEUED_BYTES, id)
-        };
-        if full.0 {
-            self.flush().await;
+        let mut inner = self.inner.lock();
+        let now = now_ms();
+        let last = inner.streams.get(key).map(|s| s.last);
+        let id = last.unwrap_or_default().next_after(now);
+        let entry = Entry { id, data };
+        // Log first: a failed write leaves memory untouched.
+        self.record(
+            &mut inner,
+            Record::Add {
+                key: key.to_string(),
+                entry: entry.clone(),
+            },
+        )?;
+        if last.is_none() {
+            inner.enqueue_task(wk, key, now);
         }
-        Ok(full.1)
+        let s = inner.streams.entry(key.to_string()).or_default();
+        s.last = id;
+        s.bytes += entry.data.len();
+        s.entries.push_back(entry.clone());
+        self.tailer.push(key, [entry]);
+        Ok(id)
     }
 
     /// Entries after `after`, at most `count` (0 = all).
     pub fn read(&self, key: &str, after: StreamId, count: usize) -> Vec<Entry> {
-        let inner = self.shared.inner.lock();
+        let inner = self.inner.lock();
         let Some(s) = inner.streams.get(key) else {
             return Vec::new();
         };
@@ -253,8 +248,7 @@ impl MemoryStreams {
 
     /// Entry count.
     pub fn len(&self, key: &str) -> u64 {
-        self.shared
-            .inner
+        self.inner
             .lock()
             .streams
             .get(key)
@@ -263,7 +257,7 @@ impl MemoryStreams {
 
     /// Claims due tasks (idle at least `min_idle_ms`), resetting their idle time.
     pub fn claim_tasks(&self, worker_key: &str, min_idle_ms: u64, count: u32) -> Vec<Task> {
-        let mut inner = self.shared.inner.lock();
+        let mut inner = self.inner.lock();
         let now = now_ms();
         let Some(q) = inner.queues.get_mut(worker_key) else {
             return Vec::new();
@@ -286,20 +280,19 @@ impl MemoryStreams {
 
     /// Deletes the stream if empty and drops the task.
     pub async fn finish_empty(&self, worker_key: &str, task: &Task) -> Result<(), StreamError> {
-        let mut inner = self.shared.inner.lock();
+        let mut inner = self.inner.lock();
         if inner
             .streams
             .get(&task.stream)
             .is_some_and(|s| s.entries.is_empty())
         {
-            inner.streams.remove(&task.stream);
             self.record(
                 &mut inner,
                 Record::Del {
                     key: task.stream.clone(),
                 },
-                None,
-            );
+            )?;
+            inner.streams.remove(&task.stream);
         }
         if let Some(q) = inner.queues.get_mut(worker_key) {
             q.tasks.remove(&task.id);
@@ -314,17 +307,18 @@ impl MemoryStreams {
         task: &Task,
         min_id_ms: u64,
     ) -> Result<(), StreamError> {
-        let mut inner = self.shared.inner.lock();
-        if let Some(s) = inner.streams.get_mut(&task.stream) {
-            s.trim(min_id_ms);
+        let mut inner = self.inner.lock();
+        if inner.streams.contains_key(&task.stream) {
             self.record(
                 &mut inner,
                 Record::Trim {
                     key: task.stream.clone(),
                     min_ms: min_id_ms,
                 },
-                None,
-            );
+            )?;
+            if let Some(s) = inner.streams.get_mut(&task.stream) {
+                s.trim(min_id_ms);
+            }
         }
         let removed = inner
             .queues
@@ -339,7 +333,7 @@ impl MemoryStreams {
 
     /// Numbers for `/health`.
     pub fn stats(&self, prefixes: &[String]) -> StreamStats {
-        let inner = self.shared.inner.lock();
+        let inner = self.inner.lock();
         let worker_queue = prefixes
             .iter()
             .filter_map(|p| inner.queues.get(&format!("{p}:worker")))
@@ -381,87 +375,47 @@ fn snapshot(inner: &Inner) -> Vec<Record> {
     out
 }
 
-fn writer(
-    shared: Arc<Shared>,
-    mut file: File,
-    path: PathBuf,
-    sync_interval: Duration,
-    rt: tokio::runtime::Handle,
-) {
-    let _guard = rt.enter();
-    let mut buf = Vec::with_capacity(1 << 20);
-    let mut written: u64 = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-    let mut last_sync = Instant::now();
-    let mut dirty = false;
+/// Rewrites the log from the live entries once it is mostly garbage (trimmed or deleted).
+fn maybe_rewrite(inner: &mut Inner) {
+    let live: u64 = inner.streams.values().map(|s| s.bytes as u64).sum();
+    let Some(log) = inner.log.as_ref() else {
+        return;
+    };
+    if live * 2 > log.written {
+        return;
+    }
+    let before = log.written;
+    let records = snapshot(inner);
+    let path = log.path.clone();
+    match log::rewrite(&path, &records) {
+        Ok(f) => {
+            let log = inner.log.as_mut().expect("checked above");
+            log.file = f;
+            log.written = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+            tracing::info!(before, after = log.written, "stream log rewritten");
+        }
+        Err(e) => tracing::error!("stream log rewrite failed: {e}"),
+    }
+}
+
+/// `fdatasync`s the log every `interval` while something was written.
+fn syncer(inner: std::sync::Weak<Mutex<Inner>>, interval: Duration) {
     loop {
-        let (batch, closed) = {
-            let mut inner = shared.inner.lock();
-            while inner.pending.is_empty() && !inner.closed {
-                let wait = if dirty && !sync_interval.is_zero() {
-                    sync_interval
-                } else {
-                    Duration::from_secs(3600)
-                };
-                if shared.wake.wait_for(&mut inner, wait).timed_out() {
-                    break;
+        std::thread::sleep(interval);
+        let Some(inner) = inner.upgrade() else { return };
+        let file = {
+            let mut g = inner.lock();
+            match g.log.as_mut() {
+                Some(l) if l.dirty => {
+                    l.dirty = false;
+                    l.file.try_clone().ok()
                 }
+                _ => None,
             }
-            inner.pending_bytes = 0;
-            (std::mem::take(&mut inner.pending), inner.closed)
         };
-        if !batch.is_empty() {
-            buf.clear();
-            for r in &batch {
-                r.encode(&mut buf);
-            }
-            if let Err(e) = file.write_all(&buf) {
-                // Nothing is delivered that is not logged: keep retrying, loudly.
-                tracing::error!(file = %path.display(), "stream log write failed: {e}; retrying");
-                std::thread::sleep(Duration::from_millis(100));
-                let mut inner = shared.inner.lock();
-                let later = std::mem::take(&mut inner.pending);
-                inner.pending = batch;
-                inner.pending.extend(later);
-                continue;
-            }
-            written += buf.len() as u64;
-            dirty = true;
-            for r in batch {
-                if let Record::Add { key, entry } = r {
-                    shared.tailer.push(&key, [entry]);
-                }
-            }
-            shared.drained.notify_waiters();
-        }
-        if dirty && !sync_interval.is_zero() && last_sync.elapsed() >= sync_interval {
-            let _ = file.sync_data();
-            last_sync = Instant::now();
-            dirty = false;
-        }
-        if written > REWRITE_MIN_BYTES {
-            let (records, live) = {
-                let inner = shared.inner.lock();
-                let live: usize = inner.streams.values().map(|s| s.bytes).sum();
-                if (live as u64) * 2 > written {
-                    (None, live)
-                } else {
-                    (Some(snapshot(&inner)), live)
-                }
-            };
-            if let Some(records) = records {
-                match log::rewrite(&path, &records) {
-                    Ok(f) => {
-                        tracing::info!(before = written, live, "stream log rewritten");
-                        file = f;
-                        written = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-                    }
-                    Err(e) => tracing::error!("stream log rewrite failed: {e}"),
-                }
-            }
-        }
-        if closed && shared.inner.lock().pending.is_empty() {
-            let _ = file.sync_data();
-            return;
+        drop(inner);
+        if let Some(f) = file {
+            let _ = f.sync_data();
         }
     }
 }
