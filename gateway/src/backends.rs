@@ -52,7 +52,16 @@ impl Backends {
             }
         });
         let worker = if run_worker || cfg.worker.enabled {
-            let w = Worker::new(cfg.worker.clone(), streams.clone(), storage.clone());
+            // The worker reads whole streams: on Redis it gets its own connection so those
+            // replies never hold up the appends and reads of live rooms.
+            let worker_streams = match &cfg.redis {
+                Some(r) => {
+                    let url = r.resolved_url().map_err(anyhow::Error::msg)?;
+                    Streams::Redis(RedisStreams::connect(&url).await?)
+                }
+                None => streams.clone(),
+            };
+            let w = Worker::new(cfg.worker.clone(), worker_streams, storage.clone());
             tokio::spawn(w.clone().run());
             Some(w)
         } else {

@@ -32,6 +32,8 @@ pub struct HostState {
     pub shared: Arc<PluginShared>,
     /// When the running call must stop.
     pub deadline: Instant,
+    /// The connection whose event is being handled, if any.
+    pub current_conn: Option<u64>,
 }
 
 impl HostState {
@@ -56,6 +58,7 @@ impl HostState {
                 .build(),
             shared,
             deadline: Instant::now(),
+            current_conn: None,
         }
     }
 
@@ -315,18 +318,25 @@ fn check_len(what: &str, len: usize, max: usize) -> Result<(), types::HostError>
 }
 
 impl streams::Host for HostState {
-    async fn add_message(
-        &mut self,
-        key: String,
-        data: Vec<u8>,
-    ) -> Result<String, types::HostError> {
+    async fn add_message(&mut self, key: String, data: Vec<u8>) -> Result<(), types::HostError> {
         check_len("stream key", key.len(), MAX_KEY)?;
         check_len("stream entry", data.len(), MAX_BLOB)?;
+        let on_fail = self.current_conn.map(|id| {
+            let hub = self.shared.hub.clone();
+            Box::new(move |e: crate::streams::StreamError| {
+                tracing::warn!(
+                    conn = id,
+                    "append failed: {e}; closing so the client re-syncs"
+                );
+                if let Some(c) = hub.get(id) {
+                    c.outbox.close(1013, "stream unavailable, retry");
+                }
+            }) as crate::streams::OnFail
+        });
         self.shared
             .streams
-            .add_message(&key, Bytes::from(data))
+            .append(&key, Bytes::from(data), on_fail)
             .await
-            .map(|id| id.to_string())
             .map_err(stream_err)
     }
 

@@ -299,6 +299,7 @@ impl PluginSlot {
             }
         };
         inst.store.data_mut().deadline = Instant::now() + v.call_timeout;
+        inst.store.data_mut().current_conn = None;
         inst.store.set_epoch_deadline(1);
         inst.calls += 1;
         Ok(Lease {
@@ -378,6 +379,7 @@ impl PluginSlot {
     pub async fn on_open(&self, info: &ConnInfo) -> Result<Result<(), Reject>, CallError> {
         let mut l = self.acquire().await?;
         let t = Instant::now();
+        l.inst.store.data_mut().current_conn = Some(info.id);
         let r = l.inst.bindings.call_on_open(&mut l.inst.store, info).await;
         self.release(l, t, r)
     }
@@ -386,6 +388,7 @@ impl PluginSlot {
     pub async fn on_frame(&self, conn: &Conn, frame: &Frame) -> Result<(), CallError> {
         let att = conn.attachment.lock().clone();
         let mut l = self.acquire().await?;
+        l.inst.store.data_mut().current_conn = Some(conn.id);
         let t = Instant::now();
         let r = l
             .inst
@@ -399,6 +402,7 @@ impl PluginSlot {
     pub async fn on_close(&self, conn: &Conn, code: u16, reason: &str) -> Result<(), CallError> {
         let att = conn.attachment.lock().clone();
         let mut l = self.acquire().await?;
+        l.inst.store.data_mut().current_conn = Some(conn.id);
         let t = Instant::now();
         let r = l
             .inst

@@ -71,6 +71,9 @@ pub fn worker_key_of(stream: &str) -> Result<String, StreamError> {
     }
 }
 
+/// Called when a queued append fails after the caller went on.
+pub type OnFail = Box<dyn FnOnce(StreamError) + Send + Sync>;
+
 /// The configured stream backend.
 #[derive(Clone)]
 pub enum Streams {
@@ -86,6 +89,20 @@ impl Streams {
         match self {
             Streams::Memory(m) => m.add_message(key, data).await,
             Streams::Redis(r) => r.add_message(key, data).await,
+        }
+    }
+
+    /// Appends like [`Streams::add_message`] but returns once the append is queued in order
+    /// (Redis appends are pipelined); a later failure is reported to `on_fail`.
+    pub async fn append(
+        &self,
+        key: &str,
+        data: Bytes,
+        on_fail: Option<OnFail>,
+    ) -> Result<(), StreamError> {
+        match self {
+            Streams::Memory(m) => m.add_message(key, data).await.map(drop),
+            Streams::Redis(r) => r.append(key, data, on_fail).await,
         }
     }
 

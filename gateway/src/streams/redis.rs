@@ -30,6 +30,42 @@ end
 return 0
 "#;
 
+/// Most appends sent to Redis in one pipeline.
+const MAX_ADD_BATCH: usize = 512;
+/// Appends waiting for the batcher before callers wait for room.
+const ADD_QUEUE: usize = 16_384;
+
+/// Who learns how an append went.
+enum Done {
+    /// The caller waits for the id.
+    Reply(tokio::sync::oneshot::Sender<Result<StreamId, StreamError>>),
+    /// The caller went on; failures are reported.
+    Report(Option<super::OnFail>),
+}
+
+impl Done {
+    fn send(self, r: Result<StreamId, StreamError>) {
+        match self {
+            Done::Reply(tx) => {
+                let _ = tx.send(r);
+            }
+            Done::Report(f) => {
+                if let (Err(e), Some(f)) = (r, f) {
+                    f(e);
+                }
+            }
+        }
+    }
+}
+
+/// One append waiting to be sent.
+struct AddReq {
+    key: String,
+    worker_key: String,
+    data: Bytes,
+    done: Done,
+}
+
 /// How long one blocking read waits.
 const BLOCK_MS: u64 = 1000;
 /// Most entries per stream per read.
@@ -42,6 +78,7 @@ pub struct RedisStreams {
     add_script: redis::Script,
     groups: Mutex<HashSet<String>>,
     reader_id: Mutex<Option<i64>>,
+    adds: tokio::sync::mpsc::Sender<AddReq>,
     /// Delivery of bound streams.
     pub tailer: Arc<Tailer>,
 }
@@ -61,9 +98,11 @@ impl RedisStreams {
         .await
         .map_err(|_| StreamError::Redis(format!("connecting to {url} timed out")))?
         .map_err(rerr)?;
+        let (adds, add_rx) = tokio::sync::mpsc::channel(ADD_QUEUE);
         let me = Arc::new(Self {
             client,
             con,
+            adds,
             add_script: redis::Script::new(ADD_MESSAGE),
             groups: Mutex::new(HashSet::new()),
             reader_id: Mutex::new(None),
@@ -71,6 +110,7 @@ impl RedisStreams {
         });
         let weak = Arc::downgrade(&me);
         tokio::spawn(reader(weak));
+        tokio::spawn(batcher(Arc::downgrade(&me), add_rx));
         let weak = Arc::downgrade(&me);
         tokio::spawn(unblocker(weak));
         Ok(me)
@@ -98,20 +138,107 @@ impl RedisStreams {
         Ok(())
     }
 
-    /// The atomic add-and-enqueue.
+    /// The atomic add-and-enqueue. Concurrent appends (from all connections) are sent to
+    /// Redis together, one pipeline per batch: one socket write instead of one per update.
     pub async fn add_message(&self, key: &str, data: Bytes) -> Result<StreamId, StreamError> {
-        let wk = worker_key_of(key)?;
-        self.ensure_group(&wk).await?;
+        let worker_key = worker_key_of(key)?;
+        let (done, rx) = tokio::sync::oneshot::channel();
+        self.adds
+            .send(AddReq {
+                key: key.to_string(),
+                worker_key,
+                data,
+                done: Done::Reply(done),
+            })
+            .await
+            .map_err(|_| StreamError::Redis("stream backend closed".into()))?;
+        rx.await
+            .map_err(|_| StreamError::Redis("append dropped".into()))?
+    }
+
+    /// Queues an append (in call order, behind earlier ones) without waiting for Redis.
+    pub async fn append(
+        &self,
+        key: &str,
+        data: Bytes,
+        on_fail: Option<super::OnFail>,
+    ) -> Result<(), StreamError> {
+        let worker_key = worker_key_of(key)?;
+        self.adds
+            .send(AddReq {
+                key: key.to_string(),
+                worker_key,
+                data,
+                done: Done::Report(on_fail),
+            })
+            .await
+            .map_err(|_| StreamError::Redis("stream backend closed".into()))
+    }
+
+    /// One append on its own (the script is loaded again if Redis lost it).
+    async fn add_one(&self, r: &AddReq) -> Result<StreamId, StreamError> {
         let mut con = self.con.clone();
         let id: String = self
             .add_script
-            .key(key)
-            .key(&wk)
-            .arg(data.as_ref())
+            .key(&r.key)
+            .key(&r.worker_key)
+            .arg(r.data.as_ref())
             .invoke_async(&mut con)
             .await
             .map_err(rerr)?;
         StreamId::parse(&id)
+    }
+
+    /// Sends a batch of appends as one pipeline of EVALSHA calls; any that fail (NOSCRIPT
+    /// after a Redis restart, say) are retried one by one.
+    async fn add_batch(&self, batch: Vec<AddReq>) {
+        let mut groups: Vec<&str> = batch.iter().map(|r| r.worker_key.as_str()).collect();
+        groups.sort_unstable();
+        groups.dedup();
+        for g in groups {
+            if let Err(e) = self.ensure_group(g).await {
+                let msg = e.to_string();
+                for r in batch {
+                    r.done.send(Err(StreamError::Redis(msg.clone())));
+                }
+                return;
+            }
+        }
+        let mut pipe = redis::pipe();
+        for r in &batch {
+            pipe.cmd("EVALSHA")
+                .arg(self.add_script.get_hash())
+                .arg(2)
+                .arg(&r.key)
+                .arg(&r.worker_key)
+                .arg(r.data.as_ref());
+        }
+        let mut con = self.con.clone();
+        let replies = con
+            .send_packed_commands(&pipe, 0, batch.len())
+            .await
+            .ok()
+            .filter(|v| v.len() == batch.len());
+        match replies {
+            Some(values) => {
+                for (r, v) in batch.into_iter().zip(values) {
+                    let id = bulk(&v)
+                        .and_then(|b| std::str::from_utf8(b).ok())
+                        .map(StreamId::parse);
+                    let res = match id {
+                        Some(id) => id,
+                        None => self.add_one(&r).await,
+                    };
+                    r.done.send(res);
+                }
+            }
+            None => {
+                for r in batch {
+                    let res = self.add_one(&r).await;
+                    r.done.send(res);
+                }
+            }
+        }
     }
 
     /// XRANGE key (after + COUNT n.
@@ -253,6 +380,21 @@ impl RedisStreams {
             streams: None,
             worker_queue: total,
         }
+    }
+}
+
+/// Collects appends and sends them in pipelines.
+async fn batcher(me: std::sync::Weak<RedisStreams>, mut rx: tokio::sync::mpsc::Receiver<AddReq>) {
+    while let Some(first) = rx.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < MAX_ADD_BATCH {
+            match rx.try_recv() {
+                Ok(r) => batch.push(r),
+                Err(_) => break,
+            }
+        }
+        let Some(m) = me.upgrade() else { return };
+        m.add_batch(batch).await;
     }
 }
 

@@ -107,6 +107,7 @@ fn may_write(info: &ConnInfo) -> bool {
 }
 
 fn append(conn: ConnId, key: &str, m: Vec<u8>) {
+    // A later failure closes the connection (1013) in the host; an immediate one here.
     if let Err(e) = streams::add_message(key, &m) {
         // The client believes the edit was sent: make it reconnect and re-sync instead of
         // silently losing it.
