@@ -4,16 +4,18 @@
 # store in STORE_DIR (the runner creates and removes it), else in a fresh mktemp dir that is left
 # behind (its path is printed on stderr). exec, so the PID the runner sees is y-sweet's.
 # Docs: POST /doc/new {"docId": ROOM}, then ws://127.0.0.1:PORT/d/ROOM/ws/ROOM (y-websocket protocol).
-# Binary: $Y_SWEET_BIN, else /work/tools/y-sweet/bin/y-sweet, else `y-sweet` on PATH.
+# Binary: $Y_SWEET_BIN, else benches/yjs/.tools/bin/y-sweet (the install command below), else
+# `y-sweet` on PATH.
 set -euo pipefail
 PORT="${1:?usage: $0 PORT [STORE_DIR]}"
-BIN="${Y_SWEET_BIN:-/work/tools/y-sweet/bin/y-sweet}"
+TOOLS="$(cd "$(dirname "$0")/.." && pwd)/.tools"
+BIN="${Y_SWEET_BIN:-$TOOLS/bin/y-sweet}"
 if [ ! -x "$BIN" ]; then
   BIN="$(command -v y-sweet || true)"
 fi
 if [ -z "$BIN" ] || [ ! -x "$BIN" ]; then
   echo "y-sweet binary not found; install it with:" >&2
-  echo "  cargo install --locked y-sweet@0.9.1 --root /work/tools/y-sweet" >&2
+  echo "  cargo install --locked y-sweet@0.9.1 --root $TOOLS" >&2
   exit 1
 fi
 STORE="${2:-$(mktemp -d /tmp/ysweet-bench.XXXXXX)}"
