@@ -238,10 +238,11 @@ fn banner(app: &App, addr: std::net::SocketAddr) {
         for r in &live.config.routes {
             if r.auth.as_deref() == Some(profile) && r.kind == gateway::config::RouteKind::Websocket
             {
+                // A prefix route (`/yjs/*`) is shown with an example last segment.
+                let path = r.path.replace("/*", "/my-room");
                 let _ = writeln!(
                     out,
-                    "Try:  npx wscat -c 'ws://{addr}{}?token=<dev token>'",
-                    r.path
+                    "Try:  npx wscat -c 'ws://{addr}{path}?token=<dev token>'"
                 );
             }
         }

@@ -158,7 +158,21 @@ impl Tailer {
                         }
                     }
                     Err(e) => {
-                        tracing::warn!(plugin = %t.shared.name, stream = %key, "on-stream failed: {e}")
+                        // The batch never reached the room: close its connections so their
+                        // clients reconnect and re-sync instead of silently missing it.
+                        let topic = t.shared.topic_key(&t.topic);
+                        let members = t.shared.hub.members(&topic);
+                        tracing::warn!(
+                            plugin = %t.shared.name,
+                            stream = %key,
+                            connections = members.len(),
+                            "on-stream failed: {e}; closing the topic's connections (1011) so they re-sync"
+                        );
+                        for id in members {
+                            if let Some(c) = t.shared.hub.get(id) {
+                                c.outbox.close(1011, "delivery failed, reconnect");
+                            }
+                        }
                     }
                 }
             }
