@@ -22,6 +22,9 @@ use wasmtime::component::Linker;
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Instances are recycled after this many calls to bound guest heap growth.
 const MAX_CALLS_PER_INSTANCE: u32 = 100_000;
+/// Instances whose linear memory grew past this are recycled after the call (linear memory
+/// never shrinks; the pooling allocator returns a recycled instance's pages).
+const RECYCLE_MEMORY_BYTES: usize = 64 << 20;
 
 /// Why a plugin call failed.
 #[derive(Debug, thiserror::Error, Clone)]
@@ -323,7 +326,8 @@ impl PluginSlot {
             Ok(v) => {
                 self.state.lock().faults.success();
                 let current = self.version.load().generation == lease.inst.generation;
-                if current && lease.inst.calls < MAX_CALLS_PER_INSTANCE {
+                let small = lease.inst.store.data().limits.peak_memory <= RECYCLE_MEMORY_BYTES;
+                if current && small && lease.inst.calls < MAX_CALLS_PER_INSTANCE {
                     self.idle.lock().push(lease.inst);
                 }
                 Ok(v)
