@@ -75,7 +75,7 @@ async fn handle(
     let live = app.live();
     let resp = match (req.method().as_str(), path.as_str()) {
         ("GET", "/health") if !upgrade => health(&app, &live).await,
-        ("GET", "/metrics") if !upgrade => metrics(&app, &live),
+        ("GET", "/metrics") if !upgrade => metrics(&app, &live).await,
         _ if upgrade => match live.config.route_for(&path, RouteKind::Websocket) {
             Some(route) => websocket(&app, &live, route, remote, req).await,
             None => error(StatusCode::NOT_FOUND, "no WebSocket route here"),
@@ -140,12 +140,51 @@ async fn health(app: &App, live: &Live) -> Response<Body> {
     )
 }
 
-fn metrics(app: &App, live: &Live) -> Response<Body> {
-    let text = app.metrics.render(
+async fn metrics(app: &App, live: &Live) -> Response<Body> {
+    use std::fmt::Write;
+    let mut text = app.metrics.render(
         live.plugins
             .iter()
             .map(|(n, s)| (n.as_str(), &s.shared.metrics, s.is_disabled())),
     );
+    let b = &app.backends;
+    let st = b.streams.stats(&b.prefixes).await;
+    let _ = writeln!(
+        text,
+        "# HELP gateway_worker_queue Compaction tasks on the worker queues.\n# TYPE gateway_worker_queue gauge\ngateway_worker_queue{{backend=\"{}\"}} {}",
+        st.backend, st.worker_queue
+    );
+    let _ = writeln!(
+        text,
+        "# HELP gateway_bound_streams Streams tailed for local subscribers.\n# TYPE gateway_bound_streams gauge\ngateway_bound_streams {}",
+        b.streams.tailer().len()
+    );
+    if let Some(w) = &b.worker {
+        for (name, help, v) in [
+            (
+                "compactions",
+                "Compaction rounds run.",
+                &w.stats.compactions,
+            ),
+            (
+                "persisted",
+                "Documents written to storage.",
+                &w.stats.persisted,
+            ),
+            (
+                "streams_deleted",
+                "Empty streams deleted.",
+                &w.stats.streams_deleted,
+            ),
+            ("errors", "Failed compactions.", &w.stats.errors),
+        ] {
+            let _ = writeln!(
+                text,
+                "# HELP gateway_worker_{name}_total {help}\n# TYPE gateway_worker_{name}_total counter\ngateway_worker_{name}_total {}",
+                v.load(Relaxed)
+            );
+        }
+    }
     let mut r = Response::new(Full::new(Bytes::from(text)));
     r.headers_mut().insert(
         CONTENT_TYPE,
