@@ -49,8 +49,10 @@ export class InteropEnv {
     return env
   }
 
-  constructor ({ name = 'env', mode = 'embedded', storage = 'fs', worker = {}, gateways = 1 } = {}) {
+  constructor ({ name = 'env', mode = 'embedded', storage = 'fs', worker = {}, gateways = 1, wasm } = {}) {
     this.name = name
+    /** The plugin file the gateways load (default: dist/plugins/yjs_sync.wasm). */
+    this.wasm = wasm
     this.mode = mode
     this.storageKind = storage
     this.worker = worker
@@ -99,6 +101,7 @@ export class InteropEnv {
       streamsDir: path.join(dir, 'streams'),
       redisUrl: this.redis ? this.redis.url : undefined,
       worker: this.worker,
+      wasm: this.wasm,
       jwkFile: this.auth.jwkFile,
       permUrl: this.perm.url
     })

@@ -18,6 +18,7 @@ const LIMITS = '{ max_frame_bytes = 104857600, max_message_bytes = 104857600, qu
  * @param {string} o.streamsDir
  * @param {string} [o.redisUrl] Redis mode when set, embedded stream log otherwise
  * @param {{enabled?: boolean, task_debounce_ms?: number, min_message_lifetime_ms?: number}} [o.worker]
+ * @param {string} [o.wasm] plugin file (default: dist/plugins/yjs_sync.wasm)
  * @param {string} o.jwkFile
  * @param {string} o.permUrl
  */
@@ -69,7 +70,7 @@ export const gatewayConfig = (o) => {
     'token_from = ["query:token", "subprotocol:yauth-"]',
     '',
     '[plugins.yjs]',
-    `wasm = ${q(pluginWasm)}`,
+    `wasm = ${q(o.wasm || pluginWasm)}`,
     'memory_limit_mb = 1024',
     'call_timeout_ms = 30000',
     'max_instances = 8',
