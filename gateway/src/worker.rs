@@ -205,7 +205,7 @@ mod tests {
         let m = doc.get_or_insert_map("m");
         m.insert(&mut doc.transact_mut(), "a", 1);
         streams
-            .add_message(&key, Bytes::from(update_frame(&doc)))
+            .append(&key, Bytes::from(update_frame(&doc)), None)
             .await
             .unwrap();
         // Round 1 persists; the entry is older than "now - 0" only after a tick.
@@ -224,7 +224,7 @@ mod tests {
         // A new edit re-creates the stream and leads to exactly one (new) object.
         m.insert(&mut doc.transact_mut(), "b", 2);
         streams
-            .add_message(&key, Bytes::from(update_frame(&doc)))
+            .append(&key, Bytes::from(update_frame(&doc)), None)
             .await
             .unwrap();
         tokio::time::sleep(Duration::from_millis(5)).await;

@@ -133,7 +133,8 @@ impl HostState {
         }
     }
 
-    fn encode(frame: &types::Frame) -> Result<Bytes, types::HostError> {
+    /// Encodes a plugin frame as a server WebSocket frame (at most 64 MiB).
+    pub fn encode(frame: &types::Frame) -> Result<Bytes, types::HostError> {
         let (op, data): (u8, &[u8]) = match frame {
             types::Frame::Text(s) => (codec::op::TEXT, s.as_bytes()),
             types::Frame::Binary(b) => (codec::op::BINARY, b),

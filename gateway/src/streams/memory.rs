@@ -185,9 +185,10 @@ impl MemoryStreams {
         }
     }
 
-    /// Logs a change (when logged). A failed write is an error, and the caller changes
-    /// nothing: nothing is delivered that is not logged.
-    fn record(&self, inner: &mut Inner, rec: Record) -> Result<(), StreamError> {
+    /// Logs a change (when logged), then applies it. A failed write is an error and changes
+    /// nothing: nothing is delivered that is not logged. The log is rewritten only after the
+    /// change is applied, so the rewrite's snapshot includes it.
+    fn commit(&self, inner: &mut Inner, rec: Record) -> Result<(), StreamError> {
         if let Some(log) = inner.log.as_mut() {
             log.buf.clear();
             rec.encode(&mut log.buf);
@@ -198,6 +199,7 @@ impl MemoryStreams {
             log.written += log.buf.len() as u64;
             log.dirty = true;
         }
+        inner.apply(rec);
         if inner
             .log
             .as_ref()
@@ -216,8 +218,7 @@ impl MemoryStreams {
         let last = inner.streams.get(key).map(|s| s.last);
         let id = last.unwrap_or_default().next_after(now);
         let entry = Entry { id, data };
-        // Log first: a failed write leaves memory untouched.
-        self.record(
+        self.commit(
             &mut inner,
             Record::Add {
                 key: key.to_string(),
@@ -227,10 +228,6 @@ impl MemoryStreams {
         if last.is_none() {
             inner.enqueue_task(wk, key, now);
         }
-        let s = inner.streams.entry(key.to_string()).or_default();
-        s.last = id;
-        s.bytes += entry.data.len();
-        s.entries.push_back(entry.clone());
         self.tailer.push(key, [entry]);
         Ok(id)
     }
@@ -286,13 +283,12 @@ impl MemoryStreams {
             .get(&task.stream)
             .is_some_and(|s| s.entries.is_empty())
         {
-            self.record(
+            self.commit(
                 &mut inner,
                 Record::Del {
                     key: task.stream.clone(),
                 },
             )?;
-            inner.streams.remove(&task.stream);
         }
         if let Some(q) = inner.queues.get_mut(worker_key) {
             q.tasks.remove(&task.id);
@@ -309,16 +305,13 @@ impl MemoryStreams {
     ) -> Result<(), StreamError> {
         let mut inner = self.inner.lock();
         if inner.streams.contains_key(&task.stream) {
-            self.record(
+            self.commit(
                 &mut inner,
                 Record::Trim {
                     key: task.stream.clone(),
                     min_ms: min_id_ms,
                 },
             )?;
-            if let Some(s) = inner.streams.get_mut(&task.stream) {
-                s.trim(min_id_ms);
-            }
         }
         let removed = inner
             .queues

@@ -84,16 +84,9 @@ pub enum Streams {
 }
 
 impl Streams {
-    /// Appends `data` to `key` and enqueues the stream for compaction if it is new.
-    pub async fn add_message(&self, key: &str, data: Bytes) -> Result<StreamId, StreamError> {
-        match self {
-            Streams::Memory(m) => m.add_message(key, data).await,
-            Streams::Redis(r) => r.add_message(key, data).await,
-        }
-    }
-
-    /// Appends like [`Streams::add_message`] but returns once the append is queued in order
-    /// (Redis appends are pipelined); a later failure is reported to `on_fail`.
+    /// Appends `data` to `key` and enqueues the stream for compaction if it is new (the y-redis
+    /// add-and-enqueue). Returns once the append is queued in order (Redis appends are
+    /// pipelined); a later failure is reported to `on_fail`.
     pub async fn append(
         &self,
         key: &str,

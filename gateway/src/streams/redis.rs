@@ -35,35 +35,21 @@ const MAX_ADD_BATCH: usize = 512;
 /// Appends waiting for the batcher before callers wait for room.
 const ADD_QUEUE: usize = 16_384;
 
-/// Who learns how an append went.
-enum Done {
-    /// The caller waits for the id.
-    Reply(tokio::sync::oneshot::Sender<Result<StreamId, StreamError>>),
-    /// The caller went on; failures are reported.
-    Report(Option<super::OnFail>),
-}
-
-impl Done {
-    fn send(self, r: Result<StreamId, StreamError>) {
-        match self {
-            Done::Reply(tx) => {
-                let _ = tx.send(r);
-            }
-            Done::Report(f) => {
-                if let (Err(e), Some(f)) = (r, f) {
-                    f(e);
-                }
-            }
-        }
-    }
-}
-
 /// One append waiting to be sent.
 struct AddReq {
     key: String,
     worker_key: String,
     data: Bytes,
-    done: Done,
+    /// Told when the append fails after the caller went on.
+    on_fail: Option<super::OnFail>,
+}
+
+impl AddReq {
+    fn finish(self, r: Result<StreamId, StreamError>) {
+        if let (Err(e), Some(f)) = (r, self.on_fail) {
+            f(e);
+        }
+    }
 }
 
 /// How long one blocking read waits.
@@ -138,25 +124,9 @@ impl RedisStreams {
         Ok(())
     }
 
-    /// The atomic add-and-enqueue. Concurrent appends (from all connections) are sent to
-    /// Redis together, one pipeline per batch: one socket write instead of one per update.
-    pub async fn add_message(&self, key: &str, data: Bytes) -> Result<StreamId, StreamError> {
-        let worker_key = worker_key_of(key)?;
-        let (done, rx) = tokio::sync::oneshot::channel();
-        self.adds
-            .send(AddReq {
-                key: key.to_string(),
-                worker_key,
-                data,
-                done: Done::Reply(done),
-            })
-            .await
-            .map_err(|_| StreamError::Redis("stream backend closed".into()))?;
-        rx.await
-            .map_err(|_| StreamError::Redis("append dropped".into()))?
-    }
-
-    /// Queues an append (in call order, behind earlier ones) without waiting for Redis.
+    /// The atomic add-and-enqueue, queued (in call order, behind earlier ones) without waiting
+    /// for Redis: concurrent appends from all connections go to Redis together, one pipeline
+    /// per batch.
     pub async fn append(
         &self,
         key: &str,
@@ -169,7 +139,7 @@ impl RedisStreams {
                 key: key.to_string(),
                 worker_key,
                 data,
-                done: Done::Report(on_fail),
+                on_fail,
             })
             .await
             .map_err(|_| StreamError::Redis("stream backend closed".into()))
@@ -199,7 +169,7 @@ impl RedisStreams {
             if let Err(e) = self.ensure_group(g).await {
                 let msg = e.to_string();
                 for r in batch {
-                    r.done.send(Err(StreamError::Redis(msg.clone())));
+                    r.finish(Err(StreamError::Redis(msg.clone())));
                 }
                 return;
             }
@@ -229,13 +199,13 @@ impl RedisStreams {
                         Some(id) => id,
                         None => self.add_one(&r).await,
                     };
-                    r.done.send(res);
+                    r.finish(res);
                 }
             }
             None => {
                 for r in batch {
                     let res = self.add_one(&r).await;
-                    r.done.send(res);
+                    r.finish(res);
                 }
             }
         }
@@ -313,16 +283,8 @@ impl RedisStreams {
             .arg(DEL_IF_EMPTY)
             .arg(1)
             .arg(&task.stream)
-            .ignore()
-            .cmd("XDEL")
-            .arg(worker_key)
-            .arg(task.id.to_string())
-            .ignore()
-            .cmd("XACK")
-            .arg(worker_key)
-            .arg(worker_key)
-            .arg(task.id.to_string())
             .ignore();
+        drop_task(&mut pipe, worker_key, task);
         pipe.query_async::<()>(&mut con).await.map_err(rerr)
     }
 
@@ -356,16 +318,8 @@ impl RedisStreams {
             .arg("STREAMS")
             .arg(worker_key)
             .arg(">")
-            .ignore()
-            .cmd("XDEL")
-            .arg(worker_key)
-            .arg(task.id.to_string())
-            .ignore()
-            .cmd("XACK")
-            .arg(worker_key)
-            .arg(worker_key)
-            .arg(task.id.to_string())
             .ignore();
+        drop_task(&mut pipe, worker_key, task);
         pipe.query_async::<()>(&mut con).await.map_err(rerr)
     }
 
@@ -381,6 +335,21 @@ impl RedisStreams {
             worker_queue: total,
         }
     }
+}
+
+/// Adds XDEL + XACK of a finished task to a pipeline (the XACK keeps no dangling PEL entry
+/// on Redis 6.2, where XAUTOCLAIM does not purge deleted ids).
+fn drop_task(pipe: &mut redis::Pipeline, worker_key: &str, task: &Task) {
+    let id = task.id.to_string();
+    pipe.cmd("XDEL")
+        .arg(worker_key)
+        .arg(&id)
+        .ignore()
+        .cmd("XACK")
+        .arg(worker_key)
+        .arg(worker_key)
+        .arg(&id)
+        .ignore();
 }
 
 /// Collects appends and sends them in pipelines.

@@ -4,8 +4,7 @@
 //! time; different streams are delivered concurrently.
 
 use super::{Entry, StreamId};
-use crate::conn::codec;
-use crate::plugin::{Frame, PluginShared};
+use crate::plugin::{HostState, PluginShared};
 use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -21,11 +20,13 @@ struct Target {
 }
 
 impl Target {
-    fn alive(&self) -> bool {
+    /// The topic still has local subscribers and the plugin is still loaded.
+    fn usable(&self) -> bool {
         self.shared
             .hub
             .topic_len(&self.shared.topic_key(&self.topic))
             > 0
+            && self.shared.slot.lock().upgrade().is_some()
     }
 }
 
@@ -135,25 +136,17 @@ impl Tailer {
                 let batch: Vec<Entry> = b.pending.drain(..n).collect();
                 (batch, b.targets.clone())
             };
-            let mut dead = Vec::new();
+            let mut stale = false;
             for t in &targets {
-                if !t.alive() {
-                    dead.push(t.clone());
-                    continue;
-                }
                 let slot = t.shared.slot.lock().upgrade();
-                let Some(slot) = slot else {
-                    dead.push(t.clone());
+                let Some(slot) = slot.filter(|_| t.usable()) else {
+                    stale = true;
                     continue;
                 };
                 match slot.on_stream(&t.topic, &key, &batch).await {
                     Ok(frames) => {
                         let topic = t.shared.topic_key(&t.topic);
-                        for f in frames {
-                            let bytes = match &f {
-                                Frame::Binary(b) => codec::encode(codec::op::BINARY, b),
-                                Frame::Text(s) => codec::encode(codec::op::TEXT, s.as_bytes()),
-                            };
+                        for bytes in frames.iter().filter_map(|f| HostState::encode(f).ok()) {
                             t.shared.hub.publish(&topic, &bytes, None);
                         }
                     }
@@ -176,15 +169,10 @@ impl Tailer {
                     }
                 }
             }
-            if !dead.is_empty() {
+            if stale {
                 let mut map = self.bindings.lock();
                 if let Some(b) = map.get_mut(&key) {
-                    b.targets.retain(|t| {
-                        !dead
-                            .iter()
-                            .any(|d| Arc::ptr_eq(&d.shared, &t.shared) && d.topic == t.topic)
-                            || t.alive()
-                    });
+                    b.targets.retain(Target::usable);
                     if b.targets.is_empty() {
                         map.remove(&key);
                         return;
@@ -201,7 +189,7 @@ impl Tailer {
             if b.busy {
                 return true;
             }
-            b.targets.retain(Target::alive);
+            b.targets.retain(Target::usable);
             !b.targets.is_empty()
         });
     }
