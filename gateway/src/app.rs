@@ -1,24 +1,22 @@
-//! The running gateway: the live configuration (config, auth, plugins) behind one atomic
-//! pointer, the reload that replaces it without dropping connections, listeners and shutdown.
+//! The running gateway's state: the live configuration (config, auth, plugins) behind one
+//! atomic pointer, and the reload that replaces it without dropping connections. Listeners and
+//! shutdown are `crate::server`'s.
 
 use crate::auth::Authenticator;
 use crate::config::{Config, PluginConfig, RouteKind};
 use crate::hub::Hub;
-use crate::kv::Kv;
-use crate::metrics::{Metrics, PluginMetrics};
-use crate::plugin::{PluginEngine, PluginShared, PluginSlot, PluginVersion, load_component};
+use crate::metrics::Metrics;
+use crate::plugin::{HostServices, PluginEngine, PluginSlot, PluginVersion, load_component};
 use anyhow::Context;
 use arc_swap::ArcSwap;
 use parking_lot::Mutex;
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
-use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::Semaphore;
 
 /// What requests are served with; replaced as a whole on reload.
 pub struct Live {
@@ -65,15 +63,6 @@ pub struct App {
     reload_lock: tokio::sync::Mutex<()>,
 }
 
-/// A started gateway.
-pub struct Running {
-    /// The shared state.
-    pub app: Arc<App>,
-    /// Bound listener addresses, in config order.
-    pub addrs: Vec<SocketAddr>,
-    stop: watch::Sender<bool>,
-}
-
 /// Outcome of one reload.
 #[derive(Debug, Default)]
 pub struct ReloadReport {
@@ -88,6 +77,16 @@ pub struct ReloadReport {
     /// Errors (the affected part kept its previous state).
     pub errors: Vec<String>,
 }
+
+/// A changed config file, ready to apply.
+struct NextConfig {
+    config: Config,
+    auth: Arc<Authenticator>,
+    hash: Option<String>,
+}
+
+/// A slot and the version it will serve once the reload is committed.
+type Swap = (Arc<PluginSlot>, PluginVersion);
 
 fn file_hash(path: &Path) -> Option<String> {
     std::fs::read(path)
@@ -137,7 +136,8 @@ impl App {
         for (name, pc) in &config.plugins {
             let version = app.build_version(name, pc, &config, 1).await?;
             let slot = PluginSlot::new(
-                app.new_shared(name, &auth),
+                name,
+                app.services(&auth),
                 version,
                 app.engine.engine.clone(),
             );
@@ -179,19 +179,13 @@ impl App {
         v
     }
 
-    fn new_shared(&self, name: &str, auth: &Arc<Authenticator>) -> Arc<PluginShared> {
-        Arc::new(PluginShared {
-            name: Arc::from(name),
+    fn services(&self, auth: &Arc<Authenticator>) -> HostServices {
+        HostServices {
             hub: self.hub.clone(),
-            kv: Kv::default(),
-            auth: ArcSwap::new(auth.clone()),
-            metrics: PluginMetrics::default(),
-            timers: Default::default(),
-            next_timer: AtomicU64::new(0),
-            slot: Default::default(),
+            auth: auth.clone(),
             streams: self.backends.streams.clone(),
             storage: self.backends.storage.clone(),
-        })
+        }
     }
 
     async fn build_version(
@@ -231,57 +225,109 @@ impl App {
         let _guard = self.reload_lock.lock().await;
         let mut report = ReloadReport::default();
         let cur = self.live();
-        let mut next_cfg = None;
-        if let Some(path) = &self.config_path {
-            let hash = file_hash(path);
-            let changed = hash != self.config_status.lock().text_hash;
-            tracing::debug!(changed, "config file checked");
-            if changed {
-                match Config::load(path)
-                    .map_err(anyhow::Error::from)
-                    .and_then(|c| {
-                        let auth = Authenticator::new(&c)?;
-                        Ok((c, auth))
-                    }) {
-                    Ok((c, auth)) => next_cfg = Some((c, Arc::new(auth), hash)),
-                    Err(e) => {
-                        let msg = format!("{e:#}");
-                        tracing::error!("config rejected, previous config keeps serving: {msg}");
-                        self.metrics
-                            .config_reload_failures
-                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        let mut st = self.config_status.lock();
-                        st.last_error = Some(msg.clone());
-                        // Forget the served file's hash: whatever comes next is read again,
-                        // even if it is the old text restored.
-                        st.text_hash = None;
-                        report.errors.push(msg);
-                    }
-                }
-            }
-        }
-        let config_changed = next_cfg.is_some();
+        let next_cfg = self.read_changed_config(&mut report);
         let (cfg, auth) = match &next_cfg {
-            Some((c, a, _)) => (Arc::new(c.clone()), a.clone()),
+            Some(n) => (Arc::new(n.config.clone()), n.auth.clone()),
             None => (cur.config.clone(), cur.auth.clone()),
         };
         // Build every new or changed plugin version before touching what serves.
+        let (plugins, swaps) = self.prepare_plugins(&cur, &cfg, &auth, &mut report).await;
+        if next_cfg.is_some() && !report.errors.is_empty() {
+            self.refuse_config(&cfg, &report);
+            return report;
+        }
+        let latency = since.elapsed();
+        for (slot, v) in swaps {
+            tracing::info!(
+                plugin = %slot.shared.name,
+                generation = v.generation,
+                version = %&v.hash[..12],
+                latency_ms = latency.as_secs_f64() * 1000.0,
+                "plugin reloaded: new events use the new version"
+            );
+            report.reloaded.push(slot.shared.name.to_string());
+            slot.swap(v, Some(latency));
+        }
+        self.metrics
+            .plugin_reloads
+            .fetch_add(report.reloaded.len() as u64, Relaxed);
+        report.removed = cur
+            .plugins
+            .keys()
+            .filter(|k| !plugins.contains_key(*k))
+            .cloned()
+            .collect();
+        for slot in plugins.values() {
+            slot.shared.auth.store(auth.clone());
+        }
+        self.live.store(Arc::new(Live {
+            config: cfg.clone(),
+            auth,
+            plugins,
+        }));
+        if let Some(next) = next_cfg {
+            self.mark_applied(&cur.config, &cfg, next.hash, latency);
+        }
+        report.closed = self.close_orphans(&cfg);
+        report
+    }
+
+    /// The config file, parsed, validated and with its auth profiles built, if it changed since
+    /// it was last applied. A refused file is recorded in the status and the report.
+    fn read_changed_config(&self, report: &mut ReloadReport) -> Option<NextConfig> {
+        let path = self.config_path.as_ref()?;
+        let hash = file_hash(path);
+        let changed = hash != self.config_status.lock().text_hash;
+        tracing::debug!(changed, "config file checked");
+        if !changed {
+            return None;
+        }
+        let loaded = Config::load(path)
+            .map_err(anyhow::Error::from)
+            .and_then(|c| Ok((Authenticator::new(&c)?, c)));
+        match loaded {
+            Ok((auth, config)) => Some(NextConfig {
+                config,
+                auth: Arc::new(auth),
+                hash,
+            }),
+            Err(e) => {
+                let msg = format!("{e:#}");
+                tracing::error!("config rejected, previous config keeps serving: {msg}");
+                self.metrics.config_reload_failures.fetch_add(1, Relaxed);
+                let mut st = self.config_status.lock();
+                st.last_error = Some(msg.clone());
+                // Forget the served file's hash: whatever comes next is read again, even if it
+                // is the old text restored.
+                st.text_hash = None;
+                report.errors.push(msg);
+                None
+            }
+        }
+    }
+
+    /// The plugins `cfg` asks for: unchanged slots kept, new slots loaded and smoke-tested, and
+    /// for changed plugins a new version (smoke-tested) to swap in. Failures go to `report`;
+    /// a plugin whose new version fails keeps its old one.
+    async fn prepare_plugins(
+        &self,
+        cur: &Live,
+        cfg: &Config,
+        auth: &Arc<Authenticator>,
+        report: &mut ReloadReport,
+    ) -> (BTreeMap<String, Arc<PluginSlot>>, Vec<Swap>) {
         let mut swaps = Vec::new();
         let mut plugins = BTreeMap::new();
         for (name, pc) in &cfg.plugins {
-            let path = cfg.resolve(&pc.wasm);
             let existing = cur.plugins.get(name);
-            let mut wanted = pc.clone();
-            wanted.wasm = path.clone();
-            if let Some(slot) = existing {
-                let v = slot.version();
-                if v.source == wanted && file_hash(&path).as_deref() == Some(v.hash.as_str()) {
-                    plugins.insert(name.clone(), slot.clone());
-                    continue;
-                }
+            if let Some(slot) = existing
+                && Self::is_current(slot, pc, cfg)
+            {
+                plugins.insert(name.clone(), slot.clone());
+                continue;
             }
             let generation = existing.map_or(1, |s| s.version().generation + 1);
-            let built = match self.build_version(name, pc, &cfg, generation).await {
+            let built = match self.build_version(name, pc, cfg, generation).await {
                 Ok(v) => match existing {
                     Some(slot) => slot
                         .smoke_test(&v)
@@ -298,11 +344,8 @@ impl App {
                     plugins.insert(name.clone(), slot.clone());
                 }
                 (Ok(v), None) => {
-                    let slot = PluginSlot::new(
-                        self.new_shared(name, &auth),
-                        v,
-                        self.engine.engine.clone(),
-                    );
+                    let slot =
+                        PluginSlot::new(name, self.services(auth), v, self.engine.engine.clone());
                     match slot.smoke_test(&slot.version()).await {
                         Ok(()) => {
                             report.added.push(name.clone());
@@ -314,9 +357,7 @@ impl App {
                 (Err(e), existing) => {
                     let msg = format!("{e:#}");
                     tracing::error!(plugin = %name, "reload failed, previous version keeps serving: {msg}");
-                    self.metrics
-                        .plugin_reload_failures
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    self.metrics.plugin_reload_failures.fetch_add(1, Relaxed);
                     if let Some(slot) = existing {
                         slot.set_error(format!("reload failed: {msg}"));
                         plugins.insert(name.clone(), slot.clone());
@@ -325,63 +366,50 @@ impl App {
                 }
             }
         }
-        if config_changed && !report.errors.is_empty() {
-            // A new config is all or nothing.
-            let msg = format!("config rejected: {}", report.errors.join("; "));
-            tracing::error!("{msg}; previous config keeps serving");
-            let mut st = self.config_status.lock();
-            st.last_error = Some(msg);
-            st.text_hash = None;
-            // Retry when one of the new config's plugin files changes.
-            st.pending_files = cfg.plugins.values().map(|p| cfg.resolve(&p.wasm)).collect();
-            return report;
+        (plugins, swaps)
+    }
+
+    /// Whether `slot` already serves `pc`: same settings and the same wasm file contents.
+    fn is_current(slot: &PluginSlot, pc: &PluginConfig, cfg: &Config) -> bool {
+        let path = cfg.resolve(&pc.wasm);
+        let mut wanted = pc.clone();
+        wanted.wasm = path.clone();
+        let v = slot.version();
+        v.source == wanted && file_hash(&path).as_deref() == Some(v.hash.as_str())
+    }
+
+    /// A new config is all or nothing: record why it was refused, and retry when one of its
+    /// plugin files changes.
+    fn refuse_config(&self, cfg: &Config, report: &ReloadReport) {
+        let msg = format!("config rejected: {}", report.errors.join("; "));
+        tracing::error!("{msg}; previous config keeps serving");
+        let mut st = self.config_status.lock();
+        st.last_error = Some(msg);
+        st.text_hash = None;
+        st.pending_files = cfg.plugins.values().map(|p| cfg.resolve(&p.wasm)).collect();
+    }
+
+    /// Records a new config as the one serving.
+    fn mark_applied(&self, old: &Config, new: &Config, hash: Option<String>, latency: Duration) {
+        let mut st = self.config_status.lock();
+        st.generation += 1;
+        st.last_error = None;
+        st.text_hash = hash;
+        st.pending_files.clear();
+        if old.server.listen != new.server.listen {
+            tracing::warn!("listener changes take effect after a restart");
         }
-        let latency = since.elapsed();
-        for (slot, v) in swaps {
-            tracing::info!(
-                plugin = %slot.shared.name,
-                generation = v.generation,
-                version = %&v.hash[..12],
-                latency_ms = latency.as_secs_f64() * 1000.0,
-                "plugin reloaded: new events use the new version"
-            );
-            report.reloaded.push(slot.shared.name.to_string());
-            slot.swap(v, Some(latency));
-        }
-        self.metrics.plugin_reloads.fetch_add(
-            report.reloaded.len() as u64,
-            std::sync::atomic::Ordering::Relaxed,
+        tracing::info!(
+            generation = st.generation,
+            latency_ms = latency.as_secs_f64() * 1000.0,
+            "config applied"
         );
-        report.removed = cur
-            .plugins
-            .keys()
-            .filter(|k| !plugins.contains_key(*k))
-            .cloned()
-            .collect();
-        for slot in plugins.values() {
-            slot.shared.auth.store(auth.clone());
-        }
-        self.live.store(Arc::new(Live {
-            config: cfg.clone(),
-            auth,
-            plugins,
-        }));
-        if let Some((_, _, hash)) = next_cfg {
-            let mut st = self.config_status.lock();
-            st.generation += 1;
-            st.last_error = None;
-            st.text_hash = hash;
-            st.pending_files.clear();
-            if cur.config.server.listen != cfg.server.listen {
-                tracing::warn!("listener changes take effect after a restart");
-            }
-            tracing::info!(
-                generation = st.generation,
-                latency_ms = latency.as_secs_f64() * 1000.0,
-                "config applied"
-            );
-        }
-        // Connections whose route or plugin is gone are told to reconnect elsewhere.
+    }
+
+    /// Tells connections whose route or plugin is gone to reconnect elsewhere (1012); returns
+    /// how many were closed.
+    fn close_orphans(&self, cfg: &Config) -> usize {
+        let mut closed = 0;
         for conn in self.hub.all() {
             let kept = cfg.routes.iter().any(|r| {
                 r.kind == RouteKind::Websocket
@@ -393,27 +421,10 @@ impl App {
                     .outbox
                     .close(1012, "route removed by a configuration change")
             {
-                report.closed += 1;
+                closed += 1;
             }
         }
-        report
-    }
-
-    /// Binds every listener and starts serving.
-    pub async fn start(self: Arc<Self>) -> anyhow::Result<Running> {
-        let (stop, stop_rx) = watch::channel(false);
-        let mut addrs = Vec::new();
-        for addr in &self.live().config.server.listen {
-            let l = listen(*addr).with_context(|| format!("listen on {addr}"))?;
-            let local = l.local_addr()?;
-            addrs.push(local);
-            tokio::spawn(crate::server::accept_loop(self.clone(), l, stop_rx.clone()));
-        }
-        Ok(Running {
-            app: self,
-            addrs,
-            stop,
-        })
+        closed
     }
 
     /// Watches the config file and plugin files and reloads on change, until the app is dropped.
@@ -439,41 +450,5 @@ impl App {
             }
         });
         Ok(())
-    }
-}
-
-/// Binds a listener with a backlog deep enough for connect storms (tokio's default is 1,024).
-fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    let socket = if addr.is_ipv4() {
-        tokio::net::TcpSocket::new_v4()?
-    } else {
-        tokio::net::TcpSocket::new_v6()?
-    };
-    socket.set_reuseaddr(true)?;
-    socket.bind(addr)?;
-    socket.listen(4096)
-}
-
-impl Running {
-    /// Stops accepting, closes every connection with 1001 and waits for them to drain.
-    pub async fn shutdown(self) {
-        let _ = self.stop.send(true);
-        let conns = self.app.hub.all();
-        tracing::info!(connections = conns.len(), "shutting down");
-        for c in conns {
-            c.outbox.close(1001, "server shutting down");
-        }
-        let grace = Duration::from_millis(self.app.live().config.server.shutdown_grace_ms);
-        let deadline = Instant::now() + grace;
-        while !self.app.hub.is_empty() && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        let left = self.app.hub.len();
-        if left > 0 {
-            tracing::warn!(
-                connections = left,
-                "shutdown grace elapsed with connections still open"
-            );
-        }
     }
 }

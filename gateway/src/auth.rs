@@ -1,7 +1,8 @@
 //! JWT verification per auth profile: where the token comes from, which keys and algorithms
 //! verify it, and which claims must hold.
 
-use crate::config::{AuthProfile, ExpUnit};
+use crate::clock::now_ms;
+use crate::config::{AuthProfile, ExpUnit, TokenSource, parse_algorithm};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation, jwk::JwkSet};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -38,52 +39,6 @@ pub enum AuthSetupError {
         /// What went wrong.
         message: String,
     },
-}
-
-/// Parses an algorithm name; `none` and unknown names are errors.
-pub fn parse_algorithm(name: &str) -> Result<Algorithm, String> {
-    match name {
-        "HS256" => Ok(Algorithm::HS256),
-        "HS384" => Ok(Algorithm::HS384),
-        "HS512" => Ok(Algorithm::HS512),
-        "RS256" => Ok(Algorithm::RS256),
-        "RS384" => Ok(Algorithm::RS384),
-        "RS512" => Ok(Algorithm::RS512),
-        "PS256" => Ok(Algorithm::PS256),
-        "PS384" => Ok(Algorithm::PS384),
-        "PS512" => Ok(Algorithm::PS512),
-        "ES256" => Ok(Algorithm::ES256),
-        "ES384" => Ok(Algorithm::ES384),
-        "EdDSA" => Ok(Algorithm::EdDSA),
-        other => Err(format!("unsupported algorithm '{other}'")),
-    }
-}
-
-/// A place a token is read from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum TokenSource {
-    /// A query parameter.
-    Query(String),
-    /// `Authorization: Bearer <token>`.
-    Bearer,
-    /// A `Sec-WebSocket-Protocol` entry starting with this prefix; the entry is echoed back.
-    Subprotocol(String),
-}
-
-impl TokenSource {
-    /// Parses `query:NAME`, `header:authorization` or `subprotocol:PREFIX`.
-    pub fn parse(s: &str) -> Result<Self, String> {
-        match s.split_once(':') {
-            Some(("query", name)) if !name.is_empty() => Ok(Self::Query(name.into())),
-            Some(("header", h)) if h.eq_ignore_ascii_case("authorization") => Ok(Self::Bearer),
-            Some(("subprotocol", prefix)) if !prefix.is_empty() => {
-                Ok(Self::Subprotocol(prefix.into()))
-            }
-            _ => Err(format!(
-                "token_from entry '{s}' must be query:NAME, header:authorization or subprotocol:PREFIX"
-            )),
-        }
-    }
 }
 
 /// A token found in a request, with the subprotocol to echo when it came from one.
@@ -402,14 +357,6 @@ pub fn default_secret() -> String {
         .ok()
         .filter(|s| !s.is_empty())
         .unwrap_or_else(|| ephemeral_secret().to_string())
-}
-
-/// Unix time in milliseconds.
-pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 fn bearer(h: &str) -> Option<&str> {

@@ -4,7 +4,7 @@
 use crate::config::Config;
 use crate::storage::Storage;
 use crate::streams::{MemoryStreams, RedisStreams, Streams};
-use crate::worker::Worker;
+use crate::yredis::worker::Worker;
 use anyhow::Context;
 use std::sync::Arc;
 use std::time::Duration;

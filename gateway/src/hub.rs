@@ -2,8 +2,8 @@
 //! a shared, already-encoded frame into each subscriber's bounded outbox.
 
 use crate::config::Limits;
-use crate::conn::outbox::{Outbox, Push};
 use crate::metrics::Metrics;
+use crate::wire::outbox::{Outbox, Push};
 use bytes::Bytes;
 use parking_lot::{Mutex, RwLock};
 use std::collections::HashMap;
@@ -113,7 +113,7 @@ impl Hub {
     /// Registers a new connection; its outbox accepts frames at once.
     pub fn register(&self, spec: ConnSpec) -> Arc<Conn> {
         let id = self.next_id.fetch_add(1, Relaxed);
-        let now = crate::auth::now_ms();
+        let now = crate::clock::now_ms();
         let conn = Arc::new(Conn {
             id,
             plugin: spec.plugin,

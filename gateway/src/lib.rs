@@ -1,20 +1,55 @@
 //! The gateway: authenticates and multiplexes WebSocket and HTTP clients and runs their
 //! protocol logic in hot-reloadable wasm plugins.
+//!
+//! Modules are declared from the top of the dependency graph to the bottom, and each one only
+//! imports modules declared after it (`ARCHITECTURE.md` walks through them;
+//! `tests/layering.rs` checks the order).
 #![deny(missing_docs)]
 
-pub mod app;
-pub mod auth;
-pub mod backends;
-pub mod config;
-pub mod conn;
-pub mod dev;
-pub mod hub;
-pub mod kv;
-pub mod metrics;
-pub mod plugin;
-pub mod scaffold;
+// Listeners, routes, upgrades, health and metrics; start and shutdown.
 pub mod server;
-pub mod storage;
+
+// The live configuration and its reload.
+pub mod app;
+
+// One WebSocket session: the read and write loops.
+pub mod session;
+
+// The wasm plugin host.
+pub mod plugin;
+
+// Streams, storage and the compaction worker, opened from the configuration.
+pub mod backends;
+
+// The y-redis worker and permission callback.
+pub mod yredis;
+
+// Stream backends and the tailer.
 pub mod streams;
+
+// Blob storage.
+pub mod storage;
+
+// Plugins' key-value namespaces.
+pub mod kv;
+
+// Connections, topics and fan-out.
+pub mod hub;
+
+// WebSocket framing and the bounded outbound queue.
+pub mod wire;
+
+// JWT verification.
+pub mod auth;
+
+// Counters and their Prometheus text.
+pub mod metrics;
+
+// File-change notification.
 pub mod watch;
-pub mod worker;
+
+// The `plugins.toml` schema.
+pub mod config;
+
+// The process clock.
+pub mod clock;

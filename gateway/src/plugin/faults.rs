@@ -1,48 +1,9 @@
-//! Fault policy of a plugin: what a trap does to its connection, the crash budget that disables
-//! a plugin that keeps failing, and the exponential backoff between instance restarts.
+//! Applies a plugin's fault policy: the crash budget that disables a plugin that keeps failing,
+//! and the exponential backoff between instance restarts.
 
-use serde::Deserialize;
+use crate::config::FaultPolicy;
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
-
-/// What a trap or deadline does to the connection whose event it was.
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum OnFault {
-    /// Close the connection with 1011.
-    #[default]
-    Close,
-    /// Keep the connection; the event is dropped and a fresh instance serves the next one.
-    Restart,
-}
-
-/// `[plugins.NAME.faults]` in `plugins.toml`.
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields, default)]
-pub struct FaultPolicy {
-    /// What a fault does to the affected connection.
-    pub on_fault: OnFault,
-    /// Faults tolerated within `window_s`; one more disables the plugin.
-    pub max_faults: u32,
-    /// Length of the crash-budget window.
-    pub window_s: u64,
-    /// First restart delay after a fault; doubles with each consecutive fault.
-    pub backoff_ms: u64,
-    /// Longest restart delay.
-    pub backoff_max_ms: u64,
-}
-
-impl Default for FaultPolicy {
-    fn default() -> Self {
-        Self {
-            on_fault: OnFault::Close,
-            max_faults: 20,
-            window_s: 60,
-            backoff_ms: 10,
-            backoff_max_ms: 2000,
-        }
-    }
-}
 
 /// Fault history of one plugin version.
 #[derive(Debug, Default)]

@@ -2,18 +2,20 @@
 //! them. A call that traps or runs past its deadline discards its instance only.
 
 use super::bindings::gateway::plugin::streams::Entry as StreamEntry;
+use super::bindings::gateway::plugin::types::{ConnInfo, Frame, HttpRequest, HttpResponse, Reject};
 use super::bindings::{Plugin, PluginPre};
-use super::faults::{FaultPolicy, FaultTracker, OnFault};
+use super::faults::FaultTracker;
 use super::host::HostState;
-use super::{ConnInfo, Frame, HttpRequest, HttpResponse, Reject};
-use crate::hub::{Conn, Hub};
-use crate::kv::Kv;
-use crate::metrics::PluginMetrics;
+use super::shared::{HostServices, PluginShared};
+use super::timers::Timers;
+use crate::config::{FaultPolicy, OnFault};
+use crate::hub::Conn;
 use arc_swap::ArcSwap;
 use parking_lot::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use wasmtime::Store;
 use wasmtime::component::Linker;
@@ -91,37 +93,6 @@ struct SlotState {
     last_reload_ms: Option<f64>,
 }
 
-/// What host imports need, shared by every instance and version of a plugin.
-pub struct PluginShared {
-    /// Plugin name.
-    pub name: Arc<str>,
-    /// Connections and topics.
-    pub hub: Arc<Hub>,
-    /// Host-owned key-value namespace.
-    pub kv: Kv,
-    /// Auth profiles for `verify-token`; replaced when the config reloads.
-    pub auth: ArcSwap<crate::auth::Authenticator>,
-    /// Counters.
-    pub metrics: PluginMetrics,
-    /// Pending timers.
-    pub timers: Mutex<std::collections::HashMap<u64, tokio::task::AbortHandle>>,
-    /// Next timer id.
-    pub next_timer: AtomicU64,
-    /// The slot, for timers that call back into the plugin.
-    pub slot: Mutex<Weak<PluginSlot>>,
-    /// Streams (`streams` imports).
-    pub streams: crate::streams::Streams,
-    /// Blob storage (`storage` imports).
-    pub storage: crate::storage::Storage,
-}
-
-impl PluginShared {
-    /// The hub key of a plugin topic (topics are namespaced per plugin).
-    pub fn topic_key(&self, topic: &str) -> String {
-        format!("{}\u{1f}{topic}", self.name)
-    }
-}
-
 struct Instance {
     store: Store<HostState>,
     bindings: Plugin,
@@ -147,20 +118,26 @@ pub struct PluginSlot {
 }
 
 impl PluginSlot {
-    /// Wraps a first version.
+    /// Loads plugin `name` with a first version; its timers and bound streams are delivered to
+    /// this slot for as long as it lives.
     pub fn new(
-        shared: Arc<PluginShared>,
+        name: &str,
+        services: HostServices,
         version: PluginVersion,
         engine: wasmtime::Engine,
     ) -> Arc<Self> {
-        let slot = Arc::new(Self {
-            shared,
-            version: ArcSwap::from_pointee(version),
-            idle: Mutex::new(Vec::new()),
-            state: Mutex::new(SlotState::default()),
-            engine,
+        let (timers, fired) = Timers::new();
+        let slot = Arc::new_cyclic(|me: &Weak<PluginSlot>| {
+            let sink: Weak<dyn crate::streams::StreamSink> = me.clone();
+            Self {
+                shared: Arc::new(PluginShared::new(name, services, timers, sink)),
+                version: ArcSwap::from_pointee(version),
+                idle: Mutex::new(Vec::new()),
+                state: Mutex::new(SlotState::default()),
+                engine,
+            }
         });
-        *slot.shared.slot.lock() = Arc::downgrade(&slot);
+        spawn_timer_loop(Arc::downgrade(&slot), fired);
         slot
     }
 
@@ -459,4 +436,19 @@ impl PluginSlot {
             .await;
         self.release(l, t, r)
     }
+}
+
+/// Calls `on-timer` for every token that arrives, each in its own task, until the slot or the
+/// channel is gone.
+fn spawn_timer_loop(slot: Weak<PluginSlot>, mut fired: mpsc::Receiver<String>) {
+    tokio::spawn(async move {
+        while let Some(token) = fired.recv().await {
+            let Some(slot) = slot.upgrade() else { return };
+            tokio::spawn(async move {
+                if let Err(e) = slot.on_timer(&token).await {
+                    tracing::warn!(plugin = %slot.shared.name, "timer call failed: {e}");
+                }
+            });
+        }
+    });
 }

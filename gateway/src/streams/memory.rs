@@ -7,6 +7,7 @@
 use super::log::{self, Record};
 use super::tail::Tailer;
 use super::{Entry, StreamError, StreamId, StreamStats, Task, worker_key_of};
+use crate::clock::now_ms;
 use bytes::Bytes;
 use parking_lot::Mutex;
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -104,10 +105,6 @@ pub struct MemoryStreams {
     inner: Arc<Mutex<Inner>>,
     /// Delivery of bound streams.
     pub tailer: Arc<Tailer>,
-}
-
-fn now_ms() -> u64 {
-    crate::auth::now_ms()
 }
 
 impl MemoryStreams {

@@ -2,7 +2,7 @@
 //! when the gateway runs alone, Redis when `[redis]` is configured. Both offer the operations
 //! y-redis needs: the atomic add-and-enqueue, range reads, the worker queue with XAUTOCLAIM
 //! debouncing, and MINID trims. The [`tail::Tailer`] hands new entries of bound streams to
-//! plugins.
+//! whoever bound them, through the [`StreamSink`] trait.
 
 mod id;
 mod log;
@@ -13,6 +13,7 @@ pub mod tail;
 pub use id::StreamId;
 pub use memory::MemoryStreams;
 pub use redis::RedisStreams;
+pub use tail::StreamSink;
 
 use bytes::Bytes;
 use std::sync::Arc;

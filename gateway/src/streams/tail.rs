@@ -1,32 +1,40 @@
-//! Delivery of bound streams to plugins: entries of a stream bound to a topic are handed to the
-//! plugin's `on-stream` in batches (one call per batch, never per recipient) and the frames it
-//! returns are published to the topic. Batches of one stream are delivered in order, one at a
-//! time; different streams are delivered concurrently.
+//! Delivery of bound streams: new entries of a stream bound to a topic are handed, in batches,
+//! to the [`StreamSink`] that bound it (a plugin, which turns a batch into frames for the
+//! topic). Batches of one stream are delivered in order, one at a time; different streams are
+//! delivered concurrently. A binding is dropped once its sink is gone or no longer wants the
+//! topic.
 
 use super::{Entry, StreamId};
-use crate::plugin::{HostState, PluginShared};
+use futures::future::BoxFuture;
 use parking_lot::Mutex;
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use tokio::sync::Notify;
+
+/// Where the batches of a bound stream go. Implemented by the plugin layer.
+pub trait StreamSink: Send + Sync {
+    /// Whether `topic` still has local subscribers (a binding without any is dropped).
+    fn wants(&self, topic: &str) -> bool;
+
+    /// Delivers one batch of `key`'s entries, in id order, to `topic`. Failures are the sink's
+    /// to handle; the next batch follows once this one has finished.
+    fn deliver<'a>(&'a self, topic: &'a str, key: &'a str, batch: &'a [Entry])
+    -> BoxFuture<'a, ()>;
+}
 
 /// Most entries handed to one `on-stream` call.
 const MAX_BATCH: usize = 1000;
 
 #[derive(Clone)]
 struct Target {
-    shared: Arc<PluginShared>,
+    sink: Weak<dyn StreamSink>,
     topic: String,
 }
 
 impl Target {
-    /// The topic still has local subscribers and the plugin is still loaded.
+    /// The sink is still there and still wants the topic.
     fn usable(&self) -> bool {
-        self.shared
-            .hub
-            .topic_len(&self.shared.topic_key(&self.topic))
-            > 0
-            && self.shared.slot.lock().upgrade().is_some()
+        self.sink.upgrade().is_some_and(|s| s.wants(&self.topic))
     }
 }
 
@@ -46,11 +54,11 @@ pub struct Tailer {
 }
 
 impl Tailer {
-    /// Binds `key` to a plugin topic; entries after `after` will be delivered. Returns whether
-    /// the stream was not bound before.
+    /// Binds `key` to `topic` of `sink`; entries after `after` will be delivered. Returns
+    /// whether the stream was not bound before.
     pub fn bind(
         &self,
-        shared: &Arc<PluginShared>,
+        sink: Weak<dyn StreamSink>,
         topic: &str,
         key: &str,
         after: StreamId,
@@ -60,10 +68,10 @@ impl Tailer {
             if !b
                 .targets
                 .iter()
-                .any(|t| Arc::ptr_eq(&t.shared, shared) && t.topic == topic)
+                .any(|t| Weak::ptr_eq(&t.sink, &sink) && t.topic == topic)
             {
                 b.targets.push(Target {
-                    shared: shared.clone(),
+                    sink,
                     topic: topic.to_string(),
                 });
             }
@@ -74,7 +82,7 @@ impl Tailer {
             Binding {
                 cursor: after,
                 targets: vec![Target {
-                    shared: shared.clone(),
+                    sink,
                     topic: topic.to_string(),
                 }],
                 pending: Vec::new(),
@@ -138,36 +146,11 @@ impl Tailer {
             };
             let mut stale = false;
             for t in &targets {
-                let slot = t.shared.slot.lock().upgrade();
-                let Some(slot) = slot.filter(|_| t.usable()) else {
+                let Some(sink) = t.sink.upgrade().filter(|s| s.wants(&t.topic)) else {
                     stale = true;
                     continue;
                 };
-                match slot.on_stream(&t.topic, &key, &batch).await {
-                    Ok(frames) => {
-                        let topic = t.shared.topic_key(&t.topic);
-                        for bytes in frames.iter().filter_map(|f| HostState::encode(f).ok()) {
-                            t.shared.hub.publish(&topic, &bytes, None);
-                        }
-                    }
-                    Err(e) => {
-                        // The batch never reached the room: close its connections so their
-                        // clients reconnect and re-sync instead of silently missing it.
-                        let topic = t.shared.topic_key(&t.topic);
-                        let members = t.shared.hub.members(&topic);
-                        tracing::warn!(
-                            plugin = %t.shared.name,
-                            stream = %key,
-                            connections = members.len(),
-                            "on-stream failed: {e}; closing the topic's connections (1011) so they re-sync"
-                        );
-                        for id in members {
-                            if let Some(c) = t.shared.hub.get(id) {
-                                c.outbox.close(1011, "delivery failed, reconnect");
-                            }
-                        }
-                    }
-                }
+                sink.deliver(&t.topic, &key, &batch).await;
             }
             if stale {
                 let mut map = self.bindings.lock();

@@ -50,7 +50,7 @@ export const gatewayConfig = (o) => {
     '',
     '[worker]',
     `enabled = ${w.enabled ? 'true' : 'false'}`,
-    // The brief's example says `prefix = "y"`; gateway/src/config.rs (WorkerConfig) takes a list.
+    // The brief's example says `prefix = "y"`; gateway/src/config/backends.rs (WorkerConfig) takes a list.
     'prefix = ["y"]',
     `task_debounce_ms = ${w.task_debounce_ms}`,
     `min_message_lifetime_ms = ${w.min_message_lifetime_ms}`,

@@ -1,14 +1,13 @@
-//! A WebSocket connection after the handshake: a reader task that decodes client messages and
-//! hands them to the plugin in order, and a writer task that drains the outbox in batches.
-
-pub mod codec;
-pub mod outbox;
+//! A WebSocket session after the handshake: a reader that decodes client messages and hands
+//! them to the plugin in order (awaiting each call, which is the connection's backpressure),
+//! and a writer task that drains the outbox in batches, pings, and enforces idle and token
+//! expiry.
 
 use crate::hub::{Conn, Hub};
 use crate::metrics::Metrics;
 use crate::plugin::{self, CallError, PluginSlot};
+use crate::wire::codec::{self, Decoder, Message};
 use bytes::{Bytes, BytesMut};
-use codec::{Decoder, Message};
 use std::io::IoSlice;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
@@ -24,27 +23,6 @@ const CLOSE_GRACE: Duration = Duration::from_secs(2);
 const WRITE_GRACE: Duration = Duration::from_secs(1);
 /// Read size per readiness event.
 const READ_CHUNK: usize = 4096;
-
-/// The plugin's view of a connection.
-pub fn conn_info(c: &Conn) -> plugin::ConnInfo {
-    plugin::ConnInfo {
-        id: c.id,
-        route: c.route.to_string(),
-        path: c.path.to_string(),
-        query: c.query.to_string(),
-        headers: c
-            .headers
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect(),
-        remote_addr: c.remote.to_string(),
-        claims: c.claims.as_deref().map(str::to_string),
-        subprotocol: c.subprotocol.as_deref().map(str::to_string),
-        connected_at_ms: c.connected_at_ms,
-        last_seen_ms: c.last_seen_ms.load(Relaxed),
-        attachment: c.attachment.lock().to_vec(),
-    }
-}
 
 /// Runs an upgraded connection to its end, then reports the close to the plugin.
 pub async fn run(
@@ -106,7 +84,7 @@ async fn read_loop(
                     return (e.close_code(), e.to_string());
                 }
             };
-            conn.last_seen_ms.store(crate::auth::now_ms(), Relaxed);
+            conn.last_seen_ms.store(crate::clock::now_ms(), Relaxed);
             let frame = match msg {
                 Message::Text(b) => {
                     plugin::Frame::Text(String::from_utf8(b.to_vec()).unwrap_or_default())
@@ -247,7 +225,7 @@ async fn write_loop(
         tokio::select! {
             _ = conn.outbox.wake.notified() => {}
             _ = &mut tick => {
-                let now = crate::auth::now_ms();
+                let now = crate::clock::now_ms();
                 if conn.expires_at_ms.is_some_and(|e| now >= e) {
                     tracing::info!(parent: &span, "token expired");
                     conn.outbox.close(4001, "token expired");
@@ -271,7 +249,7 @@ async fn write_loop(
 fn next_tick(conn: &Conn, next_ping: tokio::time::Instant) -> tokio::time::Instant {
     match conn.expires_at_ms {
         Some(exp) => {
-            let left = exp.saturating_sub(crate::auth::now_ms());
+            let left = exp.saturating_sub(crate::clock::now_ms());
             next_ping.min(tokio::time::Instant::now() + Duration::from_millis(left))
         }
         None => next_ping,

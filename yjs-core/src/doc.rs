@@ -5,9 +5,9 @@ use yrs::updates::decoder::Decode;
 use yrs::updates::encoder::Encode;
 use yrs::{Doc, ReadTxn, StateVector, Transact, Update};
 
-use crate::awareness::AwarenessStates;
 use crate::error::{Error, Result};
 use crate::merge::{Skipped, merge_updates};
+use crate::presence::AwarenessStates;
 use crate::protocol::{Message, sync_step1_frame, sync_step2_frame};
 
 /// Stream updates merged (and applied) at a time.
@@ -158,7 +158,8 @@ pub fn greeting_frames(built: &BuiltDoc) -> Vec<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::awareness::{AwarenessEntry, encode_awareness_update, removal_frame};
+    use crate::awareness::{AwarenessEntry, encode_awareness_update};
+    use crate::presence::removal_frame;
     use crate::protocol::{awareness_frame, sync_update_frame};
     use yrs::{GetString, Map, Text, TransactionMut};
 

@@ -2,8 +2,8 @@
 //! `wasm32-wasip2` and copies it over the configured `.wasm`, which the reload watcher then
 //! swaps in. A failed build prints the compiler's errors and the old version keeps serving.
 
-use crate::app::App;
-use crate::watch::DirWatcher;
+use gateway::app::App;
+use gateway::watch::DirWatcher;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -1,5 +1,7 @@
 //! `gateway new-plugin`: writes a small, working plugin crate to start from.
 
+use super::flag;
+use anyhow::Context;
 use std::path::{Path, PathBuf};
 
 /// Why scaffolding failed.
@@ -57,6 +59,30 @@ pub fn new_plugin(name: &str, dir: &Path, sdk: &Path) -> Result<PathBuf, Scaffol
         std::fs::write(&path, text).map_err(io)?;
     }
     Ok(root)
+}
+
+/// Runs the command: `NAME [--dir PATH] [--sdk PATH]`.
+pub fn run(rest: &[String]) -> anyhow::Result<()> {
+    let name = rest
+        .first()
+        .filter(|n| !n.starts_with("--"))
+        .context("usage: gateway new-plugin NAME [--dir PATH] [--sdk PATH]")?;
+    let dir = PathBuf::from(flag(rest, "--dir")?.unwrap_or("plugins"));
+    // The SDK this binary was built with, unless told otherwise.
+    let sdk = flag(rest, "--sdk")?
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../plugin-sdk")));
+    let root = new_plugin(name, &dir, &sdk)?;
+    println!("created {}", root.display());
+    println!(
+        "build:  (cd {} && cargo build --release --target wasm32-wasip2)",
+        root.display()
+    );
+    println!(
+        "then add the [plugins.{name}] table and a route from {}/README.md to plugins.toml",
+        root.display()
+    );
+    Ok(())
 }
 
 fn cargo_toml(name: &str, sdk: &Path) -> String {

@@ -11,7 +11,7 @@ use bytes::Bytes;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
-use yjs_sync::keys;
+use yjs_core::keys;
 
 /// Counters shown on `/health` and `/metrics`.
 #[derive(Default, Debug)]
@@ -136,11 +136,11 @@ impl Worker {
         }
         let messages: Vec<Bytes> = entries.into_iter().map(|e| e.data).collect();
         let built = tokio::task::spawn_blocking(move || {
-            let built = yjs_sync::doc::build_doc(&stored, &messages)
+            let built = yjs_core::doc::build_doc(&stored, &messages)
                 .map_err(|e| CompactError::Doc(e.to_string()))?;
             let state = built
                 .changed
-                .then(|| Bytes::from(yjs_sync::doc::encode_full_state_v2(&built.doc)));
+                .then(|| Bytes::from(yjs_core::doc::encode_full_state_v2(&built.doc)));
             Ok::<_, CompactError>((state, built.skipped.len()))
         })
         .await
@@ -179,7 +179,7 @@ mod tests {
         let u = doc
             .transact()
             .encode_state_as_update_v1(&StateVector::default());
-        yjs_sync::protocol::sync_update_frame(&u)
+        yjs_core::protocol::sync_update_frame(&u)
     }
 
     #[tokio::test]

@@ -1,13 +1,18 @@
 //! The Redis stream backend, laid out exactly like y-redis v0.1.6: room streams with the single
 //! field `m`, the `{P}:worker` queue stream with consumer group `{P}:worker` (parking consumer
-//! `pending`), and one reader connection that tails every bound stream with one blocking XREAD.
+//! `pending`), and one reader connection that tails every bound stream with one blocking XREAD
+//! ([`reader`]).
 
-use super::tail::Tailer;
-use super::{Entry, StreamError, StreamId, StreamStats, Task, worker_key_of};
+mod reader;
+mod reply;
+
+use crate::streams::tail::Tailer;
+use crate::streams::{Entry, StreamError, StreamId, StreamStats, Task, worker_key_of};
 use bytes::Bytes;
 use parking_lot::Mutex;
 use redis::Value;
 use redis::aio::MultiplexedConnection;
+use reply::{bulk, parse_entries};
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
@@ -95,10 +100,10 @@ impl RedisStreams {
             tailer: Arc::new(Tailer::default()),
         });
         let weak = Arc::downgrade(&me);
-        tokio::spawn(reader(weak));
+        tokio::spawn(reader::reader(weak));
         tokio::spawn(batcher(Arc::downgrade(&me), add_rx));
         let weak = Arc::downgrade(&me);
-        tokio::spawn(unblocker(weak));
+        tokio::spawn(reader::unblocker(weak));
         Ok(me)
     }
 
@@ -365,162 +370,4 @@ async fn batcher(me: std::sync::Weak<RedisStreams>, mut rx: tokio::sync::mpsc::R
         let Some(m) = me.upgrade() else { return };
         m.add_batch(batch).await;
     }
-}
-
-/// Wakes the reader's blocking XREAD when a stream is bound for the first time.
-async fn unblocker(me: std::sync::Weak<RedisStreams>) {
-    loop {
-        let tailer = match me.upgrade() {
-            Some(m) => m.tailer.clone(),
-            None => return,
-        };
-        tailer.rebound.notified().await;
-        let Some(m) = me.upgrade() else { return };
-        let id = *m.reader_id.lock();
-        if let Some(id) = id {
-            let mut con = m.con.clone();
-            let _: redis::RedisResult<Value> = redis::cmd("CLIENT")
-                .arg("UNBLOCK")
-                .arg(id)
-                .query_async(&mut con)
-                .await;
-        }
-    }
-}
-
-/// One connection, one blocking XREAD over every bound stream.
-async fn reader(me: std::sync::Weak<RedisStreams>) {
-    let mut backoff = Duration::from_millis(100);
-    'connect: loop {
-        let Some(m) = me.upgrade() else { return };
-        let client = m.client.clone();
-        drop(m);
-        let mut con = match client.get_multiplexed_async_connection().await {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::warn!("redis stream reader: {e}; retrying");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(5));
-                continue;
-            }
-        };
-        con.set_response_timeout(Duration::from_millis(BLOCK_MS + 5000));
-        let id: Option<i64> = redis::cmd("CLIENT")
-            .arg("ID")
-            .query_async(&mut con)
-            .await
-            .ok();
-        backoff = Duration::from_millis(100);
-        loop {
-            let Some(m) = me.upgrade() else { return };
-            *m.reader_id.lock() = id;
-            let tailer = m.tailer.clone();
-            drop(m);
-            tailer.sweep();
-            let cursors = tailer.cursors();
-            if cursors.is_empty() {
-                let _ = tokio::time::timeout(
-                    Duration::from_millis(BLOCK_MS),
-                    tailer.rebound.notified(),
-                )
-                .await;
-                continue;
-            }
-            let mut c = redis::cmd("XREAD");
-            c.arg("BLOCK")
-                .arg(BLOCK_MS)
-                .arg("COUNT")
-                .arg(READ_COUNT)
-                .arg("STREAMS");
-            for (k, _) in &cursors {
-                c.arg(k);
-            }
-            for (_, id) in &cursors {
-                c.arg(id.to_string());
-            }
-            let v: Value = match c.query_async(&mut con).await {
-                Ok(v) => v,
-                Err(e) if e.to_string().contains("UNBLOCKED") => continue,
-                Err(e) => {
-                    tracing::warn!("redis stream reader: {e}; reconnecting");
-                    tokio::time::sleep(backoff).await;
-                    continue 'connect;
-                }
-            };
-            for (key, entries) in parse_xread(&v) {
-                tailer.push(&key, entries);
-            }
-        }
-    }
-}
-
-fn bulk(v: &Value) -> Option<&[u8]> {
-    match v {
-        Value::BulkString(b) => Some(b),
-        Value::SimpleString(s) => Some(s.as_bytes()),
-        _ => None,
-    }
-}
-
-/// `[[id, [field, value, ...]], ...]` -> entries holding `field` (nil entries are skipped).
-fn parse_entries(v: &Value, field: &str) -> Result<Vec<Entry>, StreamError> {
-    let Value::Array(items) = v else {
-        return Ok(Vec::new());
-    };
-    let mut out = Vec::with_capacity(items.len());
-    for it in items {
-        let Value::Array(pair) = it else { continue };
-        if pair.len() < 2 {
-            continue;
-        }
-        let Some(id) = bulk(&pair[0]).and_then(|b| std::str::from_utf8(b).ok()) else {
-            continue;
-        };
-        let id = StreamId::parse(id)?;
-        let Value::Array(fields) = &pair[1] else {
-            continue;
-        };
-        let mut data = None;
-        for kv in fields.chunks(2) {
-            if kv.len() == 2 && bulk(&kv[0]) == Some(field.as_bytes()) {
-                data = bulk(&kv[1]).map(Bytes::copy_from_slice);
-            }
-        }
-        // An entry without the field still advances the reader; its payload is empty.
-        out.push(Entry {
-            id,
-            data: data.unwrap_or_default(),
-        });
-    }
-    Ok(out)
-}
-
-/// XREAD reply (RESP2 array or RESP3 map) -> per-stream entries.
-fn parse_xread(v: &Value) -> Vec<(String, Vec<Entry>)> {
-    let mut out = Vec::new();
-    let mut one = |k: &Value, e: &Value| {
-        if let Some(key) = bulk(k).and_then(|b| String::from_utf8(b.to_vec()).ok())
-            && let Ok(entries) = parse_entries(e, "m")
-        {
-            out.push((key, entries));
-        }
-    };
-    match v {
-        Value::Array(streams) => {
-            for s in streams {
-                if let Value::Array(pair) = s
-                    && pair.len() == 2
-                {
-                    one(&pair[0], &pair[1]);
-                }
-            }
-        }
-        Value::Map(m) => {
-            for (k, e) in m {
-                one(k, e);
-            }
-        }
-        _ => {}
-    }
-    out
 }

@@ -1,0 +1,192 @@
+//! The `host` interface: connections, topics, publish, key-value, timers, token checks, logs
+//! and counters.
+
+use super::{HostState, MAX_ATTACHMENT, MAX_TOPIC};
+use crate::hub::{Conn, HubError};
+use crate::plugin::bindings::gateway::plugin::{host, types};
+use bytes::Bytes;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
+
+/// The plugin's view of a connection.
+pub fn conn_info(c: &Conn) -> types::ConnInfo {
+    types::ConnInfo {
+        id: c.id,
+        route: c.route.to_string(),
+        path: c.path.to_string(),
+        query: c.query.to_string(),
+        headers: c
+            .headers
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        remote_addr: c.remote.to_string(),
+        claims: c.claims.as_deref().map(str::to_string),
+        subprotocol: c.subprotocol.as_deref().map(str::to_string),
+        connected_at_ms: c.connected_at_ms,
+        last_seen_ms: c.last_seen_ms.load(Relaxed),
+        attachment: c.attachment.lock().to_vec(),
+    }
+}
+
+fn hub_err(e: HubError) -> types::HostError {
+    match e {
+        HubError::NotFound => types::HostError::NotFound,
+        HubError::TooManyTopics(_) => types::HostError::TooLarge(e.to_string()),
+    }
+}
+
+impl types::Host for HostState {}
+
+impl host::Host for HostState {
+    fn send(&mut self, conn: u64, frame: types::Frame) -> Result<(), types::HostError> {
+        let bytes = Self::encode(&frame)?;
+        self.shared.hub.send(conn, bytes).map_err(hub_err)
+    }
+
+    fn close(&mut self, conn: u64, code: u16, reason: String) -> Result<(), types::HostError> {
+        if !matches!(code, 1000 | 1001 | 1008 | 1011 | 1012 | 1013 | 3000..=4999) {
+            return Err(types::HostError::Invalid(format!(
+                "close code {code} may not be sent by a plugin"
+            )));
+        }
+        let c = self
+            .shared
+            .hub
+            .get(conn)
+            .ok_or(types::HostError::NotFound)?;
+        c.outbox.close(code, &reason);
+        Ok(())
+    }
+
+    fn set_attachment(&mut self, conn: u64, data: Vec<u8>) -> Result<(), types::HostError> {
+        if data.len() > MAX_ATTACHMENT {
+            return Err(types::HostError::TooLarge(format!(
+                "attachment larger than {MAX_ATTACHMENT} bytes"
+            )));
+        }
+        let c = self
+            .shared
+            .hub
+            .get(conn)
+            .ok_or(types::HostError::NotFound)?;
+        *c.attachment.lock() = Bytes::from(data);
+        Ok(())
+    }
+
+    fn connection_info(&mut self, conn: u64) -> Option<types::ConnInfo> {
+        self.shared.hub.get(conn).map(|c| conn_info(&c))
+    }
+
+    fn subscribe(&mut self, conn: u64, topic: String) -> Result<u32, types::HostError> {
+        if topic.len() > MAX_TOPIC {
+            return Err(types::HostError::TooLarge(format!(
+                "topic longer than {MAX_TOPIC} bytes"
+            )));
+        }
+        self.shared
+            .hub
+            .subscribe(conn, &self.shared.topic_key(&topic))
+            .map_err(hub_err)
+    }
+
+    fn unsubscribe(&mut self, conn: u64, topic: String) -> Result<u32, types::HostError> {
+        self.shared
+            .hub
+            .unsubscribe(conn, &self.shared.topic_key(&topic))
+            .map_err(hub_err)
+    }
+
+    fn members(&mut self, topic: String) -> Vec<u64> {
+        self.shared.hub.members(&self.shared.topic_key(&topic))
+    }
+
+    fn publish(&mut self, topic: String, frame: types::Frame, except: Option<u64>) -> u32 {
+        match Self::encode(&frame) {
+            Ok(b) => self
+                .shared
+                .hub
+                .publish(&self.shared.topic_key(&topic), &b, except),
+            Err(_) => 0,
+        }
+    }
+
+    fn kv_get(&mut self, key: String) -> Option<Vec<u8>> {
+        self.shared.kv.get(&key, crate::clock::now_ms())
+    }
+
+    fn kv_set(
+        &mut self,
+        key: String,
+        value: Vec<u8>,
+        ttl_ms: Option<u64>,
+    ) -> Result<(), types::HostError> {
+        self.shared
+            .kv
+            .set(key, value, ttl_ms, crate::clock::now_ms())
+            .map_err(|e| types::HostError::TooLarge(e.to_string()))
+    }
+
+    fn kv_delete(&mut self, key: String) -> bool {
+        self.shared.kv.delete(&key, crate::clock::now_ms())
+    }
+
+    fn kv_scan(&mut self, prefix: String, limit: u32) -> Vec<(String, Vec<u8>)> {
+        self.shared
+            .kv
+            .scan(&prefix, limit as usize, crate::clock::now_ms())
+    }
+
+    fn kv_count(&mut self, prefix: String) -> u64 {
+        self.shared.kv.count(&prefix, crate::clock::now_ms())
+    }
+
+    fn set_timer(&mut self, delay_ms: u64, token: String) -> u64 {
+        let id = self
+            .shared
+            .timers
+            .set(Duration::from_millis(delay_ms), token);
+        if id == 0 {
+            tracing::warn!(plugin = %self.shared.name, "timer limit reached; timer dropped");
+        }
+        id
+    }
+
+    fn cancel_timer(&mut self, id: u64) -> bool {
+        self.shared.timers.cancel(id)
+    }
+
+    fn verify_token(&mut self, token: String, profile: String) -> Result<String, String> {
+        let auth = self.shared.auth.load();
+        let v = auth
+            .profile(&profile)
+            .ok_or_else(|| format!("no auth profile '{profile}'"))?;
+        v.verify(&token)
+            .map(|c| serde_json::Value::Object(c).to_string())
+            .map_err(|e| e.to_string())
+    }
+
+    fn log(&mut self, level: host::LogLevel, message: String) {
+        let p = &*self.shared.name;
+        match level {
+            host::LogLevel::Trace => tracing::trace!(plugin = p, "{message}"),
+            host::LogLevel::Debug => tracing::debug!(plugin = p, "{message}"),
+            host::LogLevel::Info => tracing::info!(plugin = p, "{message}"),
+            host::LogLevel::Warn => tracing::warn!(plugin = p, "{message}"),
+            host::LogLevel::Error => tracing::error!(plugin = p, "{message}"),
+        }
+    }
+
+    fn now_ms(&mut self) -> u64 {
+        crate::clock::now_ms()
+    }
+
+    fn counter_add(&mut self, name: String, value: u64) {
+        if name.len() <= 128 {
+            let mut m = self.shared.metrics.custom.lock();
+            if m.len() < 256 || m.contains_key(&name) {
+                *m.entry(name).or_default() += value;
+            }
+        }
+    }
+}

@@ -1,0 +1,81 @@
+//! The `streams` interface: appends, range reads, lengths and bindings of streams to topics.
+
+use super::{HostState, MAX_BLOB, MAX_KEY, MAX_TOPIC, check_len};
+use crate::plugin::bindings::gateway::plugin::{streams, types};
+use crate::streams::StreamId;
+use bytes::Bytes;
+
+fn stream_err(e: crate::streams::StreamError) -> types::HostError {
+    match e {
+        crate::streams::StreamError::Invalid(m) => types::HostError::Invalid(m),
+        other => types::HostError::Unavailable(other.to_string()),
+    }
+}
+
+impl streams::Host for HostState {
+    async fn add_message(&mut self, key: String, data: Vec<u8>) -> Result<(), types::HostError> {
+        check_len("stream key", key.len(), MAX_KEY)?;
+        check_len("stream entry", data.len(), MAX_BLOB)?;
+        let on_fail = self.current_conn.map(|id| {
+            let hub = self.shared.hub.clone();
+            Box::new(move |e: crate::streams::StreamError| {
+                tracing::warn!(
+                    conn = id,
+                    "append failed: {e}; closing so the client re-syncs"
+                );
+                if let Some(c) = hub.get(id) {
+                    c.outbox.close(1013, "stream unavailable, retry");
+                }
+            }) as crate::streams::OnFail
+        });
+        self.shared
+            .streams
+            .append(&key, Bytes::from(data), on_fail)
+            .await
+            .map_err(stream_err)
+    }
+
+    async fn read(
+        &mut self,
+        key: String,
+        after: String,
+        count: u32,
+    ) -> Result<Vec<streams::Entry>, types::HostError> {
+        check_len("stream key", key.len(), MAX_KEY)?;
+        let after = StreamId::parse(&after).map_err(stream_err)?;
+        let entries = self
+            .shared
+            .streams
+            .read(&key, after, count as usize)
+            .await
+            .map_err(stream_err)?;
+        Ok(entries
+            .into_iter()
+            .map(|e| streams::Entry {
+                id: e.id.to_string(),
+                data: e.data.to_vec(),
+            })
+            .collect())
+    }
+
+    async fn len(&mut self, key: String) -> Result<u64, types::HostError> {
+        check_len("stream key", key.len(), MAX_KEY)?;
+        self.shared.streams.len(&key).await.map_err(stream_err)
+    }
+
+    async fn bind(
+        &mut self,
+        topic: String,
+        key: String,
+        after: String,
+    ) -> Result<(), types::HostError> {
+        check_len("topic", topic.len(), MAX_TOPIC)?;
+        check_len("stream key", key.len(), MAX_KEY)?;
+        let after = StreamId::parse(&after).map_err(stream_err)?;
+        self.shared
+            .streams
+            .tailer()
+            .bind(self.shared.sink.clone(), &topic, &key, after);
+        Ok(())
+    }
+}

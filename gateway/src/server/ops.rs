@@ -1,0 +1,110 @@
+//! Operator endpoints: `/health` (JSON) and `/metrics` (Prometheus text).
+
+use super::request::{Body, json};
+use crate::app::{App, Live};
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::header::{CONTENT_TYPE, HeaderValue};
+use hyper::{Response, StatusCode};
+use std::sync::atomic::Ordering::Relaxed;
+
+pub async fn health(app: &App, live: &Live) -> Response<Body> {
+    let b = &app.backends;
+    let streams = b.streams.stats(&b.prefixes).await;
+    let worker = b.worker.as_ref().map(|w| {
+        serde_json::json!({
+            "compactions": w.stats.compactions.load(Relaxed),
+            "persisted": w.stats.persisted.load(Relaxed),
+            "streams_deleted": w.stats.streams_deleted.load(Relaxed),
+            "errors": w.stats.errors.load(Relaxed),
+        })
+    });
+    let plugins: serde_json::Map<String, serde_json::Value> = live
+        .plugins
+        .iter()
+        .map(|(name, slot)| {
+            let v = slot.version();
+            let s = slot.status();
+            let m = &slot.shared.metrics;
+            (
+                name.clone(),
+                serde_json::json!({
+                    "version": &v.hash[..12.min(v.hash.len())],
+                    "generation": v.generation,
+                    "state": s.state,
+                    "last_error": s.last_error,
+                    "calls": m.calls.load(Relaxed),
+                    "traps": m.traps.load(Relaxed),
+                    "recent_faults": s.recent_faults,
+                    "reloads": s.reloads,
+                    "last_reload_ms": s.last_reload_ms,
+                }),
+            )
+        })
+        .collect();
+    json(
+        StatusCode::OK,
+        serde_json::json!({
+            "status": if live.plugins.values().any(|p| p.is_disabled()) { "degraded" } else { "ok" },
+            "uptime_seconds": app.started.elapsed().as_secs(),
+            "config": app.config_status(),
+            "connections": app.hub.len(),
+            "plugins": plugins,
+            "streams": streams,
+            "worker": worker,
+        }),
+    )
+}
+
+pub async fn metrics(app: &App, live: &Live) -> Response<Body> {
+    use std::fmt::Write;
+    let mut text = app.metrics.render(
+        live.plugins
+            .iter()
+            .map(|(n, s)| (n.as_str(), &s.shared.metrics, s.is_disabled())),
+    );
+    let b = &app.backends;
+    let st = b.streams.stats(&b.prefixes).await;
+    let _ = writeln!(
+        text,
+        "# HELP gateway_worker_queue Compaction tasks on the worker queues.\n# TYPE gateway_worker_queue gauge\ngateway_worker_queue{{backend=\"{}\"}} {}",
+        st.backend, st.worker_queue
+    );
+    let _ = writeln!(
+        text,
+        "# HELP gateway_bound_streams Streams tailed for local subscribers.\n# TYPE gateway_bound_streams gauge\ngateway_bound_streams {}",
+        b.streams.tailer().len()
+    );
+    if let Some(w) = &b.worker {
+        for (name, help, v) in [
+            (
+                "compactions",
+                "Compaction rounds run.",
+                &w.stats.compactions,
+            ),
+            (
+                "persisted",
+                "Documents written to storage.",
+                &w.stats.persisted,
+            ),
+            (
+                "streams_deleted",
+                "Empty streams deleted.",
+                &w.stats.streams_deleted,
+            ),
+            ("errors", "Failed compactions.", &w.stats.errors),
+        ] {
+            let _ = writeln!(
+                text,
+                "# HELP gateway_worker_{name}_total {help}\n# TYPE gateway_worker_{name}_total counter\ngateway_worker_{name}_total {}",
+                v.load(Relaxed)
+            );
+        }
+    }
+    let mut r = Response::new(Full::new(Bytes::from(text)));
+    r.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4"),
+    );
+    r
+}

@@ -1,0 +1,140 @@
+//! WebSocket upgrades: origin check, token, the y-redis permission callback, then the plugin's
+//! `on-open` before the 101; the accepted socket is handed to the session loops.
+
+use super::request::{
+    Body, authenticate, error, header, headers, plugin_unavailable, serving_slot,
+};
+use crate::app::{App, Live};
+use crate::config::Route;
+use crate::hub::ConnSpec;
+use crate::plugin::CallError;
+use crate::yredis::permission::{self, Denied};
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::header::HeaderValue;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use tokio::net::TcpStream;
+
+pub async fn websocket(
+    app: &Arc<App>,
+    live: &Live,
+    route: &Route,
+    remote: SocketAddr,
+    mut req: Request<Incoming>,
+) -> Response<Body> {
+    let refuse = |app: &App, r: Response<Body>| {
+        app.metrics.upgrades_refused.fetch_add(1, Relaxed);
+        r
+    };
+    if !route.origin_allowed(header(&req, "origin")) {
+        return refuse(app, error(StatusCode::FORBIDDEN, "origin not allowed"));
+    }
+    let (claims, subprotocol, expires_at_ms) = match authenticate(live, route, &req) {
+        Ok(x) => x,
+        Err(r) => return refuse(app, *r),
+    };
+    let claims = match check_permission(live, route, req.uri().path(), claims).await {
+        Ok(c) => c,
+        Err(r) => return refuse(app, r),
+    };
+    let Some(slot) = serving_slot(live, route) else {
+        return refuse(app, plugin_unavailable());
+    };
+    let spec = ConnSpec {
+        plugin: slot.shared.name.clone(),
+        route: Arc::from(route.path.as_str()),
+        path: req.uri().path().to_string(),
+        query: req.uri().query().unwrap_or("").to_string(),
+        headers: headers(&req),
+        remote,
+        claims,
+        subprotocol: subprotocol.clone(),
+        limits: route.limits.apply(live.config.limits),
+        expires_at_ms,
+    };
+    let (resp, fut) = match fastwebsockets::upgrade::upgrade(&mut req) {
+        Ok(x) => x,
+        Err(e) => return refuse(app, error(StatusCode::BAD_REQUEST, &e.to_string())),
+    };
+    let conn = app.hub.register(spec);
+    match slot.on_open(&crate::plugin::conn_info(&conn)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(reject)) => {
+            app.hub.remove(conn.id);
+            let status = StatusCode::from_u16(reject.status)
+                .ok()
+                .filter(|s| s.is_client_error() || s.is_server_error())
+                .unwrap_or(StatusCode::FORBIDDEN);
+            return refuse(app, error(status, &reject.reason));
+        }
+        Err(e) => {
+            app.hub.remove(conn.id);
+            let status = match e {
+                CallError::Busy => StatusCode::SERVICE_UNAVAILABLE,
+                _ => StatusCode::INTERNAL_SERVER_ERROR,
+            };
+            return refuse(app, error(status, "plugin failed to accept the connection"));
+        }
+    }
+    app.metrics.connections_total.fetch_add(1, Relaxed);
+    app.metrics.connections_open.fetch_add(1, Relaxed);
+    let (hub, metrics) = (app.hub.clone(), app.metrics.clone());
+    tokio::spawn(async move {
+        let stream = match fut.await {
+            Ok(ws) => ws.into_inner().into_inner(),
+            Err(e) => {
+                tracing::debug!("upgrade failed: {e}");
+                let _ = slot.on_close(&conn, 1006, "upgrade failed").await;
+                hub.remove(conn.id);
+                metrics.connections_open.fetch_sub(1, Relaxed);
+                return;
+            }
+        };
+        match stream.downcast::<TokioIo<TcpStream>>() {
+            Ok(parts) => {
+                // Copy what hyper read ahead, so its larger buffer is freed.
+                let leftover = Bytes::copy_from_slice(&parts.read_buf);
+                drop(parts.read_buf);
+                crate::session::run(conn, slot, hub, metrics, parts.io.into_inner(), leftover)
+                    .await;
+            }
+            Err(_) => {
+                tracing::error!("upgraded stream is not a TCP stream");
+                hub.remove(conn.id);
+                metrics.connections_open.fetch_sub(1, Relaxed);
+            }
+        }
+    });
+    let (mut parts, _) = resp.into_parts();
+    if let Some(p) = subprotocol.and_then(|p| HeaderValue::from_str(&p).ok()) {
+        parts.headers.insert("sec-websocket-protocol", p);
+    }
+    Response::from_parts(parts, Full::new(Bytes::new()))
+}
+
+/// Runs the permission callback of the route's auth profile, if it has one; a denial is the
+/// ready 401 or 403 response.
+async fn check_permission(
+    live: &Live,
+    route: &Route,
+    path: &str,
+    claims: Option<String>,
+) -> Result<Option<String>, Response<Body>> {
+    let Some(profile) = route.auth.as_ref().and_then(|p| live.config.auth.get(p)) else {
+        return Ok(claims);
+    };
+    let room = path.rsplit('/').next().unwrap_or("");
+    permission::check(profile, room, claims).await.map_err(|d| {
+        tracing::info!(route = %route.path, "refused by permission callback: {d}");
+        let status = match d {
+            Denied::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
+            Denied::Forbidden(_) => StatusCode::FORBIDDEN,
+        };
+        error(status, &d.to_string())
+    })
+}
