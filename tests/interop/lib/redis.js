@@ -26,16 +26,20 @@ const rawCommand = (port, line, timeout = 1000) => new Promise((resolve) => {
 })
 
 export class RedisServer {
-  /** @param {string} dir working dir for the server (it persists nothing) */
-  static async start (dir) {
+  /**
+   * @param {string} dir working dir for the server (it persists nothing)
+   * @param {number} [port] a fixed port (a restart reuses the old one); default a free one
+   */
+  static async start (dir, port) {
     const bin = which(redisServer)
     if (!bin) throw new Error(`${redisServer} not found on PATH (install: apt-get install -y redis-server)`)
-    const port = await freePort()
+    port = port || await freePort()
     const proc = new ManagedProcess(`redis-server:${port}`, bin, [
       '--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no',
       '--dir', dir, '--protected-mode', 'no'
-    ], { logFile: path.join(dir, `redis-${port}.log`) })
+    ], { logFile: path.join(dir, `redis-${port}-${Date.now()}.log`) })
     const r = new RedisServer(port, proc)
+    r.dir = dir
     try {
       await waitFor(async () => {
         if (!proc.running) throw fatal(`redis-server exited:\n${proc.tail(30)}`)
@@ -68,6 +72,27 @@ export class RedisServer {
   async shared () {
     if (!this._shared) this._shared = await this.client()
     return this._shared
+  }
+
+  /**
+   * Kills the server (SIGKILL: no shutdown, all data lost) and after `downMs` starts an empty one
+   * on the same port, as a crashed and restarted Redis looks to its clients. Resolves when the new
+   * server answers PING.
+   */
+  async crashAndRestart ({ downMs = 2000 } = {}) {
+    await this.dropClients()
+    await this.proc.stop('SIGKILL')
+    await new Promise((resolve) => setTimeout(resolve, downMs))
+    const next = await RedisServer.start(this.dir, this.port)
+    this.proc = next.proc
+  }
+
+  async dropClients () {
+    for (const c of this.clients) {
+      try { await c.disconnect() } catch {}
+    }
+    this.clients = []
+    this._shared = null
   }
 
   async stop () {

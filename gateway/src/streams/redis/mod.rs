@@ -11,7 +11,7 @@ use crate::streams::{Entry, StreamError, StreamId, StreamStats, Task, worker_key
 use bytes::Bytes;
 use parking_lot::Mutex;
 use redis::Value;
-use redis::aio::MultiplexedConnection;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use reply::{bulk, parse_entries};
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -65,7 +65,7 @@ const READ_COUNT: usize = 1000;
 /// Streams in Redis.
 pub struct RedisStreams {
     client: redis::Client,
-    con: MultiplexedConnection,
+    con: ConnectionManager,
     add_script: redis::Script,
     groups: Mutex<HashSet<String>>,
     reader_id: Mutex<Option<i64>>,
@@ -73,6 +73,9 @@ pub struct RedisStreams {
     /// Delivery of bound streams.
     pub tailer: Arc<Tailer>,
 }
+
+/// Longest wait for one reply; past it the call fails (and the connection is re-established).
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(10);
 
 fn rerr(e: redis::RedisError) -> StreamError {
     StreamError::Redis(e.to_string())
@@ -82,9 +85,15 @@ impl RedisStreams {
     /// Connects and starts the reader task.
     pub async fn connect(url: &str) -> Result<Arc<Self>, StreamError> {
         let client = redis::Client::open(url).map_err(rerr)?;
+        // One connection for appends, reads and worker-queue calls, re-established in the
+        // background (with backoff) whenever it breaks, so a Redis restart heals by itself.
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Duration::from_secs(2))
+            .set_response_timeout(RESPONSE_TIMEOUT)
+            .set_max_delay(2000);
         let con = tokio::time::timeout(
             Duration::from_secs(10),
-            client.get_multiplexed_async_connection(),
+            ConnectionManager::new_with_config(client.clone(), config),
         )
         .await
         .map_err(|_| StreamError::Redis(format!("connecting to {url} timed out")))?
@@ -107,6 +116,13 @@ impl RedisStreams {
         Ok(me)
     }
 
+    /// Maps a failed call; the consumer groups are created again before the next use, in case
+    /// Redis restarted without its data.
+    fn failed(&self, e: redis::RedisError) -> StreamError {
+        self.groups.lock().clear();
+        rerr(e)
+    }
+
     async fn ensure_group(&self, worker_key: &str) -> Result<(), StreamError> {
         if self.groups.lock().contains(worker_key) {
             return Ok(());
@@ -123,7 +139,7 @@ impl RedisStreams {
         match r {
             Ok(_) => {}
             Err(e) if e.to_string().contains("BUSYGROUP") => {}
-            Err(e) => return Err(rerr(e)),
+            Err(e) => return Err(self.failed(e)),
         }
         self.groups.lock().insert(worker_key.to_string());
         Ok(())
@@ -160,7 +176,7 @@ impl RedisStreams {
             .arg(r.data.as_ref())
             .invoke_async(&mut con)
             .await
-            .map_err(rerr)?;
+            .map_err(|e| self.failed(e))?;
         StreamId::parse(&id)
     }
 
@@ -229,7 +245,7 @@ impl RedisStreams {
         if count > 0 {
             c.arg("COUNT").arg(count);
         }
-        let v: Value = c.query_async(&mut con).await.map_err(rerr)?;
+        let v: Value = c.query_async(&mut con).await.map_err(|e| self.failed(e))?;
         parse_entries(&v, "m")
     }
 
@@ -240,7 +256,7 @@ impl RedisStreams {
             .arg(key)
             .query_async(&mut con)
             .await
-            .map_err(rerr)
+            .map_err(|e| self.failed(e))
     }
 
     /// XAUTOCLAIM `{P}:worker` `{P}:worker` consumer min-idle 0 COUNT n.
@@ -263,7 +279,7 @@ impl RedisStreams {
             .arg(count)
             .query_async(&mut con)
             .await
-            .map_err(rerr)?;
+            .map_err(|e| self.failed(e))?;
         let items = match &v {
             Value::Array(a) if a.len() >= 2 => &a[1],
             _ => return Ok(Vec::new()),
@@ -290,7 +306,9 @@ impl RedisStreams {
             .arg(&task.stream)
             .ignore();
         drop_task(&mut pipe, worker_key, task);
-        pipe.query_async::<()>(&mut con).await.map_err(rerr)
+        pipe.query_async::<()>(&mut con)
+            .await
+            .map_err(|e| self.failed(e))
     }
 
     /// MULTI: XTRIM MINID, re-enqueue and park the task, XDEL + XACK the old one.
@@ -325,7 +343,9 @@ impl RedisStreams {
             .arg(">")
             .ignore();
         drop_task(&mut pipe, worker_key, task);
-        pipe.query_async::<()>(&mut con).await.map_err(rerr)
+        pipe.query_async::<()>(&mut con)
+            .await
+            .map_err(|e| self.failed(e))
     }
 
     /// Worker queue lengths.
