@@ -133,9 +133,21 @@ pub fn state_vector_v1(doc: &Doc) -> Vec<u8> {
 
 /// The full document state as a Yjs update V2 (the storage format, §1.7), including
 /// pending data.
+///
+/// yrs 0.28 can write an unreadable V2 update for a document that holds edits whose
+/// predecessors never arrived (e.g. lost with a Redis that restarted empty), so the result
+/// is checked and, when it does not decode, the state goes through V1 and is re-encoded.
 pub fn encode_full_state_v2(doc: &Doc) -> Vec<u8> {
-    doc.transact()
-        .encode_state_as_update_v2(&StateVector::default())
+    let txn = doc.transact();
+    let v2 = txn.encode_state_as_update_v2(&StateVector::default());
+    if Update::decode_v2(&v2).is_ok() {
+        return v2;
+    }
+    let v1 = txn.encode_state_as_update_v1(&StateVector::default());
+    match Update::decode_v1(&v1) {
+        Ok(update) => update.encode_v2(),
+        Err(_) => v2,
+    }
 }
 
 /// The full document state as a Yjs update v1 (the server's step 2 payload).
@@ -310,6 +322,46 @@ mod tests {
         let built = build_doc::<Vec<u8>, _>(&[], &[m]).unwrap();
         assert!(built.changed);
         assert_eq!(text_of(&built.doc), "offline");
+    }
+
+    #[test]
+    fn pending_edits_whose_history_was_lost_survive_storage() {
+        // Two clients share "before"; the stream that held it is lost (Redis restarted empty)
+        // and only their later edits reach the stream. Those stay pending and must be stored
+        // readably, so the next compaction does not fail on them.
+        let a = Doc::with_client_id(1);
+        let b = Doc::with_client_id(2);
+        let insert = |doc: &Doc, key: &str, v: i64| {
+            let map = doc.get_or_insert_map("map");
+            let mut txn = doc.transact_mut();
+            map.insert(&mut txn, key, v);
+            txn.encode_update_v1()
+        };
+        let before = insert(&a, "before", 1);
+        b.transact_mut()
+            .apply_update(Update::decode_v1(&before).unwrap())
+            .unwrap();
+        let after_a = insert(&a, "after", 2);
+        let after_b = insert(&b, "after-bob", 3);
+        for stream in [
+            vec![after_a.clone()],
+            vec![after_a.clone(), after_b.clone()],
+        ] {
+            let frames: Vec<_> = stream.iter().map(|u| sync_update_frame(u)).collect();
+            let built = build_doc::<Vec<u8>, _>(&[], &frames).unwrap();
+            assert!(built.changed);
+            let stored = encode_full_state_v2(&built.doc);
+            let again = build_doc(&[&stored], &frames).unwrap();
+            assert!(
+                !again.changed,
+                "replaying the stream over storage changes nothing"
+            );
+            // Once the lost history arrives (a client re-syncs), everything integrates.
+            let healed = build_doc(&[&stored], &[sync_update_frame(&before)]).unwrap();
+            assert!(!healed.doc.transact().has_missing_updates());
+            let map = healed.doc.get_or_insert_map("map");
+            assert_eq!(map.len(&healed.doc.transact()), stream.len() as u32 + 1);
+        }
     }
 
     #[test]
