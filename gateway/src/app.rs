@@ -3,6 +3,7 @@
 //! shutdown are `crate::server`'s.
 
 use crate::auth::Authenticator;
+use crate::cluster::Cluster;
 use crate::config::{Config, PluginConfig, RouteKind};
 use crate::hub::Hub;
 use crate::metrics::Metrics;
@@ -49,6 +50,8 @@ pub struct App {
     live: ArcSwap<Live>,
     /// Connections and topics.
     pub hub: Arc<Hub>,
+    /// The bus to the other instances (node 0 and local only without `[redis]`).
+    pub cluster: Arc<Cluster>,
     /// Counters.
     pub metrics: Arc<Metrics>,
     /// Process start.
@@ -99,7 +102,8 @@ impl App {
     /// reloads re-read (none for configs built in memory).
     pub async fn new(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<Arc<App>> {
         let metrics = Arc::new(Metrics::default());
-        let hub = Arc::new(Hub::new(metrics.clone()));
+        let cluster = Cluster::open(config.redis.as_ref(), metrics.clone()).await?;
+        let hub = cluster.hub().clone();
         let auth = Arc::new(Authenticator::new(&config)?);
         let backends = crate::backends::Backends::open(&config, false).await?;
         let total: u32 = config.plugins.values().map(|p| p.max_instances).sum();
@@ -115,6 +119,7 @@ impl App {
                 plugins: BTreeMap::new(),
             }),
             hub,
+            cluster,
             metrics,
             started: Instant::now(),
             admin_key: std::env::var("GATEWAY_ADMIN_KEY")
@@ -182,6 +187,7 @@ impl App {
     fn services(&self, auth: &Arc<Authenticator>) -> HostServices {
         HostServices {
             hub: self.hub.clone(),
+            cluster: self.cluster.clone(),
             auth: auth.clone(),
             streams: self.backends.streams.clone(),
             storage: self.backends.storage.clone(),

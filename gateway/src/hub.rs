@@ -8,15 +8,28 @@ use bytes::Bytes;
 use parking_lot::{Mutex, RwLock};
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, OnceLock};
 
-/// A connection id, unique within the process.
+/// A connection id, unique across the cluster: the instance's node number in the high 32 bits
+/// (0 without `[redis]`) and a per-process sequence in the low 32 bits.
 pub type ConnId = u64;
+
+/// The node number a connection id belongs to.
+pub fn node_of(id: ConnId) -> u32 {
+    (id >> 32) as u32
+}
+
+/// Told when a topic gains its first local member or loses its last one (the cluster bus
+/// subscribes the instance to the topic's channel only while it has local members).
+pub trait TopicInterest: Send + Sync {
+    /// `topic` now has local members (`true`) or none any more (`false`).
+    fn changed(&self, topic: &str, interested: bool);
+}
 
 /// One WebSocket connection as the host tracks it.
 pub struct Conn {
-    /// Process-unique id.
+    /// Cluster-unique id.
     pub id: ConnId,
     /// The plugin handling it.
     pub plugin: Arc<str>,
@@ -96,18 +109,49 @@ pub struct Hub {
     conns: RwLock<HashMap<ConnId, Arc<Conn>>>,
     topics: RwLock<HashMap<Arc<str>, Members>>,
     next_id: AtomicU64,
+    node: u32,
+    interest: OnceLock<Arc<dyn TopicInterest>>,
     metrics: Arc<Metrics>,
 }
 
 impl Hub {
-    /// An empty hub reporting into `metrics`.
+    /// An empty hub of a process that is not part of a cluster (node 0).
     pub fn new(metrics: Arc<Metrics>) -> Self {
+        Self::with_node(metrics, 0)
+    }
+
+    /// An empty hub whose connection ids carry node number `node`.
+    pub fn with_node(metrics: Arc<Metrics>, node: u32) -> Self {
         Self {
             conns: RwLock::default(),
             topics: RwLock::default(),
-            next_id: AtomicU64::new(1),
+            next_id: AtomicU64::new((u64::from(node) << 32) | 1),
+            node,
+            interest: OnceLock::new(),
             metrics,
         }
+    }
+
+    /// This instance's node number (0 when not clustered).
+    pub fn node(&self) -> u32 {
+        self.node
+    }
+
+    /// Sets who is told about topics gaining their first or losing their last local member
+    /// (once; later calls are ignored).
+    pub fn set_interest(&self, interest: Arc<dyn TopicInterest>) {
+        let _ = self.interest.set(interest);
+    }
+
+    fn interest_changed(&self, topic: &str, interested: bool) {
+        if let Some(i) = self.interest.get() {
+            i.changed(topic, interested);
+        }
+    }
+
+    /// Every topic with local members.
+    pub fn topics(&self) -> Vec<Arc<str>> {
+        self.topics.read().keys().cloned().collect()
     }
 
     /// Registers a new connection; its outbox accepts frames at once.
@@ -155,6 +199,7 @@ impl Hub {
                 m.remove(&id);
                 if m.is_empty() {
                     map.remove(&t);
+                    self.interest_changed(&t, false);
                 }
             }
         }
@@ -228,7 +273,11 @@ impl Hub {
             }
             ct.push(key);
         }
-        Ok(map.get(topic).map_or(0, |m| m.len() as u32))
+        let n = map.get(topic).map_or(0, |m| m.len() as u32);
+        if n == 1 {
+            self.interest_changed(topic, true);
+        }
+        Ok(n)
     }
 
     /// Removes a connection from a topic; returns how many local members remain.
@@ -242,10 +291,11 @@ impl Hub {
                 m.remove(&id);
                 m.len() as u32
             }
-            None => 0,
+            None => return Ok(0),
         };
         if remaining == 0 {
             map.remove(topic);
+            self.interest_changed(topic, false);
         }
         Ok(remaining)
     }

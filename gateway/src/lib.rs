@@ -21,6 +21,9 @@ pub mod plugin;
 // Streams, storage and the compaction worker, opened from the configuration.
 pub mod backends;
 
+// Publish, per-connection delivery and node identity across gateways (Redis PUB/SUB).
+pub mod cluster;
+
 // The y-redis worker and permission callback.
 pub mod yredis;
 

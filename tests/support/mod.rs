@@ -12,6 +12,7 @@ mod http;
 mod paths;
 mod process;
 mod prom;
+mod redis;
 mod tokens;
 mod ws;
 mod ws_client;
@@ -29,6 +30,8 @@ pub use paths::{fixture, gateway_bin, plugin_wasm, repo_root, unique_temp_dir};
 pub use process::{GatewayBuilder, parse_listening_line};
 #[allow(unused_imports)]
 pub use prom::Metrics;
+#[allow(unused_imports)]
+pub use redis::RedisServer;
 #[allow(unused_imports)]
 pub use tokens::{
     alg_none, decode_payload, es256, hs256, now_millis, now_secs, rs256, user_claims, with_payload,

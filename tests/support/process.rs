@@ -49,6 +49,12 @@ impl GatewayBuilder {
         self
     }
 
+    /// Uses `secret` as `GATEWAY_JWT_SECRET` (gateways of one cluster share it).
+    pub fn jwt_secret(mut self, secret: &str) -> Self {
+        self.jwt_secret = secret.to_string();
+        self
+    }
+
     /// Sets an extra environment variable for the gateway process.
     pub fn env(mut self, key: &str, value: &str) -> Self {
         self.env.push((key.to_string(), value.to_string()));

@@ -14,6 +14,13 @@ pub struct RedisConfig {
     /// Environment variable holding the URL.
     #[serde(default)]
     pub url_env: Option<String>,
+    /// Prefix of the cluster bus's keys and channels (node heartbeats, PUB/SUB, presence).
+    #[serde(default = "default_cluster_prefix")]
+    pub cluster_prefix: String,
+}
+
+fn default_cluster_prefix() -> String {
+    "gateway".to_string()
 }
 
 impl RedisConfig {

@@ -4,6 +4,7 @@
 
 use super::timers::Timers;
 use crate::auth::Authenticator;
+use crate::cluster::Cluster;
 use crate::hub::Hub;
 use crate::kv::Kv;
 use crate::metrics::PluginMetrics;
@@ -17,6 +18,8 @@ use std::sync::{Arc, Weak};
 pub struct HostServices {
     /// Connections and topics.
     pub hub: Arc<Hub>,
+    /// Publish and per-connection delivery across instances.
+    pub cluster: Arc<Cluster>,
     /// Auth profiles for `verify-token`.
     pub auth: Arc<Authenticator>,
     /// Streams (`streams` imports).
@@ -31,6 +34,8 @@ pub struct PluginShared {
     pub name: Arc<str>,
     /// Connections and topics.
     pub hub: Arc<Hub>,
+    /// Publish and per-connection delivery across instances.
+    pub cluster: Arc<Cluster>,
     /// Host-owned key-value namespace.
     pub kv: Kv,
     /// Auth profiles for `verify-token`; replaced when the config reloads.
@@ -58,6 +63,7 @@ impl PluginShared {
         Self {
             name: Arc::from(name),
             hub: services.hub,
+            cluster: services.cluster,
             kv: Kv::default(),
             auth: ArcSwap::new(services.auth),
             metrics: PluginMetrics::default(),

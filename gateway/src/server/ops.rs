@@ -49,6 +49,7 @@ pub async fn health(app: &App, live: &Live) -> Response<Body> {
             "uptime_seconds": app.started.elapsed().as_secs(),
             "config": app.config_status(),
             "connections": app.hub.len(),
+            "cluster": app.cluster.health(),
             "plugins": plugins,
             "streams": streams,
             "worker": worker,
@@ -75,6 +76,46 @@ pub async fn metrics(app: &App, live: &Live) -> Response<Body> {
         "# HELP gateway_bound_streams Streams tailed for local subscribers.\n# TYPE gateway_bound_streams gauge\ngateway_bound_streams {}",
         b.streams.tailer().len()
     );
+    if let Some(s) = app.cluster.stats() {
+        for (name, kind, help, v) in [
+            (
+                "bus_published_total",
+                "counter",
+                "Messages published to other instances.",
+                &s.published,
+            ),
+            (
+                "bus_received_total",
+                "counter",
+                "Messages received from other instances.",
+                &s.received,
+            ),
+            (
+                "bus_dropped_total",
+                "counter",
+                "Messages for other instances dropped (queue full or redis unavailable).",
+                &s.dropped,
+            ),
+            (
+                "bus_channels",
+                "gauge",
+                "PUB/SUB channels this instance listens on.",
+                &s.channels,
+            ),
+            (
+                "bus_connects_total",
+                "counter",
+                "Times the bus subscriber connection was established.",
+                &s.connects,
+            ),
+        ] {
+            let _ = writeln!(
+                text,
+                "# HELP gateway_{name} {help}\n# TYPE gateway_{name} {kind}\ngateway_{name} {}",
+                v.load(Relaxed)
+            );
+        }
+    }
     if let Some(w) = &b.worker {
         for (name, help, v) in [
             (

@@ -41,7 +41,7 @@ impl types::Host for HostState {}
 impl host::Host for HostState {
     fn send(&mut self, conn: u64, frame: types::Frame) -> Result<(), types::HostError> {
         let bytes = Self::encode(&frame)?;
-        self.shared.hub.send(conn, bytes).map_err(hub_err)
+        self.shared.cluster.send(conn, bytes).map_err(hub_err)
     }
 
     fn close(&mut self, conn: u64, code: u16, reason: String) -> Result<(), types::HostError> {
@@ -50,13 +50,10 @@ impl host::Host for HostState {
                 "close code {code} may not be sent by a plugin"
             )));
         }
-        let c = self
-            .shared
-            .hub
-            .get(conn)
-            .ok_or(types::HostError::NotFound)?;
-        c.outbox.close(code, &reason);
-        Ok(())
+        self.shared
+            .cluster
+            .close(conn, code, &reason)
+            .map_err(hub_err)
     }
 
     fn set_attachment(&mut self, conn: u64, data: Vec<u8>) -> Result<(), types::HostError> {
@@ -105,7 +102,7 @@ impl host::Host for HostState {
         match Self::encode(&frame) {
             Ok(b) => self
                 .shared
-                .hub
+                .cluster
                 .publish(&self.shared.topic_key(&topic), &b, except),
             Err(_) => 0,
         }
