@@ -124,31 +124,47 @@ async fn wait_connections(gw: &Gateway, n: u64) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn presence_broadcast_and_direct_messages() {
     let gw = Gateway::start(chat_config(None));
+    presence_broadcast_and_direct_messages_on([&gw, &gw]).await;
+}
+
+/// The same chat, served by two gateways on one Redis: alice's tabs, bob and carol are spread
+/// over both, and every announcement, broadcast and DM behaves as on one gateway.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_broadcast_and_direct_messages_across_two_gateways() {
+    let pair = GatewayPair::chat();
+    presence_broadcast_and_direct_messages_on([&pair.a, &pair.b]).await;
+}
+
+/// Connects `sub` to `gw` and waits until `gw` listens on its new topics.
+async fn join(gw: &Gateway, sub: &str) -> (WsClient, Value) {
+    let mut c = gw.chat_user(sub).await;
+    let welcome = c.recv_json().await;
+    settled(gw).await;
+    (c, welcome)
+}
+
+/// alice (tab 1) and carol on `gws[0]`, bob and alice (tab 2) on `gws[1]`.
+async fn presence_broadcast_and_direct_messages_on(gws: [&Gateway; 2]) {
+    let gw = gws[0];
 
     // alice (tab 1)
-    let mut alice1 = gw.chat_user("alice").await;
-    let w = alice1.recv_json().await;
+    let (mut alice1, w) = join(gws[0], "alice").await;
     check_welcome(&w, "alice", &["alice"]);
     let alice1_conn = w["data"]["connection_id"].clone();
 
     // bob: alice hears about him once.
-    let mut bob = gw.chat_user("bob").await;
-    check_welcome(&bob.recv_json().await, "bob", &["alice", "bob"]);
+    let (mut bob, w) = join(gws[1], "bob").await;
+    check_welcome(&w, "bob", &["alice", "bob"]);
     check_presence(&alice1.recv_json().await, "user_joined", "bob", "Bob");
 
     // carol
-    let mut carol = gw.chat_user("carol").await;
-    check_welcome(
-        &carol.recv_json().await,
-        "carol",
-        &["alice", "bob", "carol"],
-    );
+    let (mut carol, w) = join(gws[0], "carol").await;
+    check_welcome(&w, "carol", &["alice", "bob", "carol"]);
     check_presence(&alice1.recv_json().await, "user_joined", "carol", "Carol");
     check_presence(&bob.recv_json().await, "user_joined", "carol", "Carol");
 
     // alice (tab 2): no second user_joined; she is counted once.
-    let mut alice2 = gw.chat_user("alice").await;
-    let w = alice2.recv_json().await;
+    let (mut alice2, w) = join(gws[1], "alice").await;
     check_welcome(&w, "alice", &["alice", "bob", "carol"]);
     assert_ne!(
         w["data"]["connection_id"], alice1_conn,
@@ -298,7 +314,7 @@ async fn presence_broadcast_and_direct_messages() {
     // alice closes one tab: nobody hears user_left yet.
     alice1.close(1000).await;
     let _ = alice1.expect_end_within(TIMEOUT).await;
-    wait_connections(&gw, 3).await;
+    wait_connections(gw, 3).await;
     send_sentinel(&bob, "after-tab-close").await;
     expect_sentinel_all(
         [

@@ -1,61 +1,28 @@
 //! Two gateway processes on one real `redis-server`: what a client on one instance sends
-//! reaches clients on the other, as if both were one server.
+//! reaches clients on the other, presence and the admin API are cluster-wide, and a gateway
+//! that dies is noticed by the other. (The chat protocol across two gateways is in `chat.rs`.)
 
 mod support;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use support::{Gateway, GatewayBuilder, RedisServer, WsClient, chat_config};
-
-/// Two chat gateways sharing a Redis (and a JWT secret).
-struct Pair {
-    a: Gateway,
-    b: Gateway,
-    _redis: RedisServer,
-}
-
-fn clustered_chat(redis: &RedisServer) -> String {
-    format!(
-        "{}\n[redis]\nurl = \"{}\"\n",
-        chat_config(None),
-        redis.url()
-    )
-}
-
-impl Pair {
-    async fn start() -> Pair {
-        let redis = RedisServer::start();
-        let secret = format!(
-            "cluster-test-secret-{}-0123456789abcdef",
-            std::process::id()
-        );
-        let cfg = clustered_chat(&redis);
-        let a = GatewayBuilder::new(cfg.clone()).jwt_secret(&secret).start();
-        let b = GatewayBuilder::new(cfg).jwt_secret(&secret).start();
-        Pair {
-            a,
-            b,
-            _redis: redis,
-        }
-    }
-}
-
-/// Waits until `gw`'s bus listens on at least `n` channels (its own plus one per topic).
-async fn wait_channels(gw: &Gateway, n: u64) -> Value {
-    gw.wait_health("bus subscriptions", Duration::from_secs(10), |h| {
-        h["cluster"]["channels"].as_u64().unwrap_or(0) >= n
-    })
-    .await
-}
+use support::{Gateway, GatewayPair, WsClient, WsEvent, chat_config, settled};
 
 async fn next_of_type(c: &mut WsClient, ty: &str) -> Value {
     c.recv_until_type(ty).await.0
 }
 
+async fn connect(gw: &Gateway, sub: &str) -> WsClient {
+    let mut c = gw.chat_user(sub).await;
+    c.recv_type("system_message").await;
+    settled(gw).await;
+    c
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broadcasts_cross_instances_and_ids_are_cluster_unique() {
-    let p = Pair::start().await;
+    let p = GatewayPair::chat();
     let ha = p.a.health().await;
     let hb = p.b.health().await;
     assert_eq!(ha["cluster"]["mode"], "redis", "{ha}");
@@ -79,9 +46,8 @@ async fn broadcasts_cross_instances_and_ids_are_cluster_unique() {
         assert_eq!(id >> 32, n, "{w}");
         assert!(id < 1 << 53, "{id}");
     }
-    // own channel + chat:all + chat:user:<id>
-    wait_channels(&p.a, 3).await;
-    wait_channels(&p.b, 3).await;
+    settled(&p.a).await;
+    settled(&p.b).await;
 
     alice
         .send_json(&json!({"message_type": "text", "data": {"text": "from a"}}))
@@ -116,34 +82,159 @@ async fn broadcasts_cross_instances_and_ids_are_cluster_unique() {
         assert_eq!(m["data"]["i"], i, "{m}");
     }
 
-    // An admin broadcast on B reaches A.
+    // B heard alice's 51 texts through the bus, A heard bob's text.
+    let (ha, hb) = (p.a.health().await, p.b.health().await);
+    assert!(hb["cluster"]["received"].as_u64().unwrap() >= 51, "{hb}");
+    assert!(ha["cluster"]["received"].as_u64().unwrap() >= 1, "{ha}");
+    assert_eq!(ha["cluster"]["dropped"], 0, "{ha}");
+    let m = p.a.metrics().await;
+    assert!(m.value("gateway_bus_published_total") >= 51.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_api_is_cluster_wide_on_every_instance() {
+    let p = GatewayPair::chat();
+    let mut alice1 = connect(&p.a, "alice").await;
+    let mut alice2 = connect(&p.b, "alice").await;
+    let mut bob = connect(&p.b, "bob").await;
+    let mut carol = connect(&p.a, "carol").await;
+
+    for gw in [&p.a, &p.b] {
+        let stats = gw.admin("GET", "/ws/stats", None).await.json();
+        assert_eq!(stats["total_connections"], 4, "{stats}");
+        assert_eq!(stats["unique_users"], 3, "{stats}");
+        let online = gw.admin("GET", "/ws/online", None).await.json();
+        assert_eq!(online["count"], 3, "{online}");
+        let users: Vec<(String, u64)> = online["users"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|u| {
+                (
+                    u["user_id"].as_str().unwrap().to_string(),
+                    u["connections"].as_u64().unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            users,
+            [("alice".into(), 2), ("bob".into(), 1), ("carol".into(), 1)],
+            "{online}"
+        );
+    }
+
+    // POST /ws/send on B reaches both of alice's tabs (one on each instance) and nobody else.
     let r =
         p.b.admin(
             "POST",
-            "/ws/broadcast",
-            Some(&json!({"message_type": "notification", "data": {"admin": "all"}})),
+            "/ws/send",
+            Some(&json!({"to_user_id": "alice", "message_type": "notification", "data": {"k": 1}})),
         )
         .await;
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
-    let m = next_of_type(&mut alice, "notification").await;
-    assert_eq!(m["data"]["admin"], "all", "{m}");
+    assert_eq!(r.json()["recipients_count"], 2);
+    for c in [&mut alice1, &mut alice2] {
+        let m = next_of_type(c, "notification").await;
+        assert_eq!(m["data"], json!({"k": 1}), "{m}");
+        assert_eq!(m["to_user_id"], "alice", "{m}");
+    }
 
-    // B heard alice's 51 texts through the bus, A heard bob's text and the admin broadcast.
-    let (ha, hb) = (p.a.health().await, p.b.health().await);
-    assert!(hb["cluster"]["received"].as_u64().unwrap() >= 51, "{hb}");
-    assert!(ha["cluster"]["received"].as_u64().unwrap() >= 2, "{ha}");
-    assert_eq!(ha["cluster"]["dropped"], 0, "{ha}");
+    // POST /ws/broadcast on A reaches every connection on both.
+    let r =
+        p.a.admin(
+            "POST",
+            "/ws/broadcast",
+            Some(&json!({"message_type": "notification", "data": {"all": true}})),
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["recipients_count"], 4);
+    for c in [&mut alice1, &mut alice2, &mut bob, &mut carol] {
+        let m = next_of_type(c, "notification").await;
+        assert_eq!(m["data"], json!({"all": true}), "{m}");
+        assert!(m.get("to_user_id").is_none_or(Value::is_null), "{m}");
+    }
+
+    // A user that is offline everywhere gets a 404 from either instance.
+    for gw in [&p.a, &p.b] {
+        let r = gw
+            .admin(
+                "POST",
+                "/ws/send",
+                Some(&json!({"to_user_id": "nobody", "message_type": "notification", "data": {}})),
+            )
+            .await;
+        assert_eq!(r.status, 404);
+    }
+
+    // /ws/cleanup still closes idle sockets (each instance its own) and the others hear it.
+    let r =
+        p.b.admin("POST", "/ws/cleanup", Some(&json!({"idle_seconds": 0})))
+            .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        r.json()["cleaned_connections"],
+        2,
+        "alice2 and bob are on B"
+    );
+    let left = next_of_type(&mut carol, "user_left").await;
+    assert_eq!(left["data"]["user_id"], "bob", "{left}");
+    let stats = p.a.admin("GET", "/ws/stats", None).await.json();
+    assert_eq!(stats["unique_users"], 2, "{stats}");
+    drop(alice1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn users_of_a_killed_instance_leave_presence() {
+    let mut p = GatewayPair::chat();
+    let mut alice = connect(&p.a, "alice").await;
+    let _dave = connect(&p.b, "dave").await;
+    let _erin = connect(&p.b, "erin").await;
+    // erin also has a tab on A: she stays online when B dies.
+    let _erin_a = connect(&p.a, "erin").await;
+    for _ in 0..2 {
+        next_of_type(&mut alice, "user_joined").await;
+    }
+    p.b.sigkill();
+    let killed = Instant::now();
+    let deadline = killed + Duration::from_secs(45);
+    let left = loop {
+        let ev = alice
+            .recv_within(deadline.saturating_duration_since(Instant::now()))
+            .await
+            .expect("user_left within 45 s of the kill");
+        if let WsEvent::Text(t) = ev {
+            let v: Value = serde_json::from_str(&t).unwrap();
+            if v["message_type"] == "user_left" {
+                break v;
+            }
+        }
+    };
+    let took = killed.elapsed();
+    assert_eq!(left["data"]["user_id"], "dave", "{left}");
+    println!("dead instance noticed after {} ms", took.as_millis());
+    let stats = p.a.admin("GET", "/ws/stats", None).await.json();
+    assert_eq!(stats["unique_users"], 2, "alice and erin: {stats}");
+    assert_eq!(stats["total_connections"], 2, "{stats}");
+    // Nobody else left: erin is still online through her tab on A.
+    alice
+        .send_json(&json!({"message_type": "text", "data": {"sentinel": 1}}))
+        .await;
+    let next = alice.recv_json().await;
+    assert_eq!(next["data"], json!({"sentinel": 1}), "{next}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_instance_unsubscribes_when_its_last_member_leaves() {
-    let p = Pair::start().await;
-    let base = wait_channels(&p.b, 1).await["cluster"]["channels"]
-        .as_u64()
-        .unwrap();
-    let mut bob = p.b.chat_user("bob").await;
-    bob.recv_json().await;
-    wait_channels(&p.b, base + 2).await;
+    let p = GatewayPair::chat();
+    settled(&p.b).await;
+    let base = p.b.health().await["cluster"]["channels"].as_u64().unwrap();
+    let bob = connect(&p.b, "bob").await;
+    assert_eq!(
+        p.b.health().await["cluster"]["channels"].as_u64(),
+        Some(base + 2),
+        "chat:all and chat:user:bob"
+    );
     bob.close(1000).await;
     p.b.wait_health("bus unsubscribed", Duration::from_secs(10), |h| {
         h["cluster"]["channels"].as_u64() == Some(base)

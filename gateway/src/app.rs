@@ -157,7 +157,11 @@ impl App {
             auth,
             plugins,
         }));
-        Ok(Arc::new(app))
+        let app = Arc::new(app);
+        if let Some(rx) = app.cluster.presence().take_events() {
+            tokio::spawn(presence_events(Arc::downgrade(&app), rx));
+        }
+        Ok(app)
     }
 
     /// What requests are served with right now.
@@ -456,5 +460,25 @@ impl App {
             }
         });
         Ok(())
+    }
+}
+
+/// Hands members the host removed from presence to the plugin whose channel they were in, one
+/// batch at a time and in order.
+async fn presence_events(
+    app: std::sync::Weak<App>,
+    mut rx: tokio::sync::mpsc::Receiver<crate::cluster::presence::Left>,
+) {
+    while let Some(left) = rx.recv().await {
+        let Some(app) = app.upgrade() else { return };
+        let Some((plugin, channel)) = left.channel.split_once('\u{1f}') else {
+            continue;
+        };
+        let Some(slot) = app.live().plugins.get(plugin).cloned() else {
+            continue;
+        };
+        if let Err(e) = slot.on_presence_left(channel, left.members).await {
+            tracing::warn!(plugin, channel, "on-presence-left failed: {e}");
+        }
     }
 }

@@ -3,7 +3,7 @@
 //! and a writer task that drains the outbox in batches, pings, and enforces idle and token
 //! expiry.
 
-use crate::hub::{Conn, Hub};
+use crate::hub::Conn;
 use crate::metrics::Metrics;
 use crate::plugin::{self, CallError, PluginSlot};
 use crate::wire::codec::{self, Decoder, Message};
@@ -24,11 +24,11 @@ const WRITE_GRACE: Duration = Duration::from_secs(1);
 /// Read size per readiness event.
 const READ_CHUNK: usize = 4096;
 
-/// Runs an upgraded connection to its end, then reports the close to the plugin.
+/// Runs an upgraded connection to its end, then reports the close to the plugin and forgets
+/// the connection (topics, presence).
 pub async fn run(
     conn: Arc<Conn>,
     slot: Arc<PluginSlot>,
-    hub: Arc<Hub>,
     metrics: Arc<Metrics>,
     stream: TcpStream,
     leftover: Bytes,
@@ -52,7 +52,7 @@ pub async fn run(
         if let Err(e) = slot.on_close(&conn, code, &reason).await {
             tracing::warn!("on-close failed: {e}");
         }
-        hub.remove(conn.id);
+        slot.shared.cluster.forget(conn.id).await;
         let _ = writer.await;
         metrics.connections_open.fetch_sub(1, Relaxed);
     }

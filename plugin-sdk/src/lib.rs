@@ -38,6 +38,8 @@ pub mod bindings {
 
 pub use bindings::gateway::plugin::host;
 pub use bindings::gateway::plugin::host::LogLevel;
+pub use bindings::gateway::plugin::presence;
+pub use bindings::gateway::plugin::presence::{Member, PresenceCount};
 pub use bindings::gateway::plugin::storage;
 pub use bindings::gateway::plugin::streams;
 pub use bindings::gateway::plugin::streams::Entry;
@@ -79,6 +81,11 @@ pub trait Plugin {
     fn on_stream(topic: String, key: String, entries: Vec<Entry>) -> Vec<Frame> {
         let _ = (topic, key, entries);
         Vec::new()
+    }
+    /// Runs when the host removed presence members nobody left explicitly (their last
+    /// connection closed, or their gateway died); once per member cluster-wide.
+    fn on_presence_left(channel: String, members: Vec<Member>) {
+        let _ = (channel, members);
     }
 }
 
@@ -174,6 +181,9 @@ macro_rules! export_plugin {
                 entries: Vec<$crate::Entry>,
             ) -> Vec<$crate::Frame> {
                 <$plugin as $crate::Plugin>::on_stream(topic, key, entries)
+            }
+            fn on_presence_left(channel: String, members: Vec<$crate::Member>) {
+                <$plugin as $crate::Plugin>::on_presence_left(channel, members)
             }
         }
 

@@ -121,6 +121,12 @@ impl Gateway {
         matches!(self.child.try_wait(), Ok(None))
     }
 
+    /// Kills the process with SIGKILL (no shutdown at all) and reaps it.
+    pub fn sigkill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// Sends SIGTERM through `kill -TERM <pid>`.
     pub fn sigterm(&self) {
         let status = Command::new("kill")

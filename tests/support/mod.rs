@@ -6,6 +6,7 @@
 
 use std::time::Duration;
 
+mod cluster;
 mod configs;
 mod gateway;
 mod http;
@@ -18,6 +19,8 @@ mod ws;
 mod ws_client;
 
 // Each test binary uses its own subset of these re-exports (as with `dead_code` above).
+#[allow(unused_imports)]
+pub use cluster::{GatewayPair, settled, with_redis};
 #[allow(unused_imports)]
 pub use configs::{CHAT_PLUGIN, CHAT_ROUTES, DEFAULT_AUTH, chat_config, replace_file};
 #[allow(unused_imports)]

@@ -11,6 +11,7 @@ mod bus;
 mod interest;
 mod message;
 mod node;
+pub mod presence;
 
 pub use bus::BusStats;
 
@@ -19,6 +20,7 @@ use crate::hub::{ConnId, Hub, HubError, node_of};
 use crate::metrics::Metrics;
 use bus::RedisBus;
 use bytes::Bytes;
+use presence::Presence;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use std::sync::Arc;
 use std::time::Duration;
@@ -35,6 +37,7 @@ pub enum ClusterError {
 pub struct Cluster {
     hub: Arc<Hub>,
     bus: Option<Arc<RedisBus>>,
+    presence: Arc<Presence>,
 }
 
 impl Cluster {
@@ -43,6 +46,7 @@ impl Cluster {
         Arc::new(Cluster {
             hub: Arc::new(Hub::new(metrics)),
             bus: None,
+            presence: Presence::local(),
         })
     }
 
@@ -72,18 +76,43 @@ impl Cluster {
         let prefix = cfg.cluster_prefix.clone();
         let n = node::claim(&mut con, &prefix).await.map_err(err)?;
         tracing::info!(node = n, prefix = %prefix, "joined the cluster");
-        tokio::spawn(node::heartbeat(con.clone(), prefix.clone(), n));
+        let presence = Presence::redis(n, con.clone(), &prefix);
+        tokio::spawn(node::heartbeat(
+            con.clone(),
+            prefix.clone(),
+            n,
+            presence.clone(),
+        ));
+        tokio::spawn(node::reaper(
+            con.clone(),
+            prefix.clone(),
+            n,
+            presence.clone(),
+        ));
         let hub = Arc::new(Hub::with_node(metrics, n));
         let bus = RedisBus::start(n, &prefix, client, con, hub.clone());
         Ok(Arc::new(Cluster {
             hub,
             bus: Some(bus),
+            presence,
         }))
     }
 
     /// The local connections and topics.
     pub fn hub(&self) -> &Arc<Hub> {
         &self.hub
+    }
+
+    /// Cluster-wide presence.
+    pub fn presence(&self) -> &Arc<Presence> {
+        &self.presence
+    }
+
+    /// Forgets a closed connection: its topics here, and the presence it still held (reported
+    /// to the plugins as left members).
+    pub async fn forget(&self, conn: ConnId) {
+        self.hub.remove(conn);
+        self.presence.conn_closed(conn).await;
     }
 
     /// This instance's node number (0 when alone).
@@ -143,6 +172,7 @@ impl Cluster {
                 "mode": "redis",
                 "node": self.node(),
                 "channels": b.stats.channels.load(Relaxed),
+                "topics": self.hub.topic_count(),
                 "published": b.stats.published.load(Relaxed),
                 "received": b.stats.received.load(Relaxed),
                 "dropped": b.stats.dropped.load(Relaxed),

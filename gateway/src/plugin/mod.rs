@@ -28,6 +28,7 @@ pub mod bindings {
         imports: {
             "gateway:plugin/streams": async,
             "gateway:plugin/storage": async,
+            "gateway:plugin/presence": async,
         },
     });
 }

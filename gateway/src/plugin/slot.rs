@@ -438,6 +438,26 @@ impl PluginSlot {
     }
 }
 
+impl PluginSlot {
+    /// Reports members of `channel` (the plugin's own name, without namespace) that the host
+    /// removed.
+    pub async fn on_presence_left(
+        &self,
+        channel: &str,
+        members: Vec<crate::cluster::presence::Member>,
+    ) -> Result<(), CallError> {
+        let members: Vec<_> = members.into_iter().map(super::host::member).collect();
+        let mut l = self.acquire().await?;
+        let t = Instant::now();
+        let r = l
+            .inst
+            .bindings
+            .call_on_presence_left(&mut l.inst.store, channel, &members)
+            .await;
+        self.release(l, t, r)
+    }
+}
+
 /// Calls `on-timer` for every token that arrives, each in its own task, until the slot or the
 /// channel is gone.
 fn spawn_timer_loop(slot: Weak<PluginSlot>, mut fired: mpsc::Receiver<String>) {

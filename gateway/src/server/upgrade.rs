@@ -65,7 +65,7 @@ pub async fn websocket(
     match slot.on_open(&crate::plugin::conn_info(&conn)).await {
         Ok(Ok(())) => {}
         Ok(Err(reject)) => {
-            app.hub.remove(conn.id);
+            app.cluster.forget(conn.id).await;
             let status = StatusCode::from_u16(reject.status)
                 .ok()
                 .filter(|s| s.is_client_error() || s.is_server_error())
@@ -73,7 +73,7 @@ pub async fn websocket(
             return refuse(app, error(status, &reject.reason));
         }
         Err(e) => {
-            app.hub.remove(conn.id);
+            app.cluster.forget(conn.id).await;
             let status = match e {
                 CallError::Busy => StatusCode::SERVICE_UNAVAILABLE,
                 _ => StatusCode::INTERNAL_SERVER_ERROR,
@@ -83,14 +83,14 @@ pub async fn websocket(
     }
     app.metrics.connections_total.fetch_add(1, Relaxed);
     app.metrics.connections_open.fetch_add(1, Relaxed);
-    let (hub, metrics) = (app.hub.clone(), app.metrics.clone());
+    let (cluster, metrics) = (app.cluster.clone(), app.metrics.clone());
     tokio::spawn(async move {
         let stream = match fut.await {
             Ok(ws) => ws.into_inner().into_inner(),
             Err(e) => {
                 tracing::debug!("upgrade failed: {e}");
                 let _ = slot.on_close(&conn, 1006, "upgrade failed").await;
-                hub.remove(conn.id);
+                cluster.forget(conn.id).await;
                 metrics.connections_open.fetch_sub(1, Relaxed);
                 return;
             }
@@ -100,12 +100,11 @@ pub async fn websocket(
                 // Copy what hyper read ahead, so its larger buffer is freed.
                 let leftover = Bytes::copy_from_slice(&parts.read_buf);
                 drop(parts.read_buf);
-                crate::session::run(conn, slot, hub, metrics, parts.io.into_inner(), leftover)
-                    .await;
+                crate::session::run(conn, slot, metrics, parts.io.into_inner(), leftover).await;
             }
             Err(_) => {
                 tracing::error!("upgraded stream is not a TCP stream");
-                hub.remove(conn.id);
+                cluster.forget(conn.id).await;
                 metrics.connections_open.fetch_sub(1, Relaxed);
             }
         }

@@ -47,22 +47,20 @@ pub fn handle(request: &HttpRequest) -> HttpResponse {
 struct OnlineEntry {
     #[serde(flatten)]
     user: presence::OnlineUser,
-    connections: usize,
+    connections: u32,
 }
 
-/// `GET /ws/online`: every online user with their number of connections.
+/// `GET /ws/online`: every online user (cluster-wide) with their number of connections.
 fn online(_: &HttpRequest) -> HttpResponse {
-    let users: Vec<OnlineEntry> = presence::scan(SCAN_ALL)
+    let users: Vec<OnlineEntry> = presence::members(SCAN_ALL)
         .into_iter()
-        .map(|user| OnlineEntry {
-            connections: host::members(&user_topic(&user.user_id)).len(),
-            user,
-        })
+        .map(|(user, connections)| OnlineEntry { user, connections })
         .collect();
     HttpResponse::json(200, &json!({"count": users.len(), "users": users}))
 }
 
-/// `GET /ws/stats`: connections, distinct users and uptime in seconds.
+/// `GET /ws/stats`: connections and distinct users (cluster-wide) and this gateway's uptime in
+/// seconds.
 fn stats(_: &HttpRequest) -> HttpResponse {
     let now = host::now_ms();
     let started = host::kv_get(STARTED_AT_KEY)
@@ -71,31 +69,33 @@ fn stats(_: &HttpRequest) -> HttpResponse {
     if started.is_none() {
         ensure_started_at();
     }
+    let (users, connections) = presence::counts();
     HttpResponse::json(
         200,
         &json!({
-            "total_connections": host::members(ALL).len(),
-            "unique_users": presence::online_count(),
+            "total_connections": connections,
+            "unique_users": users,
             "server_uptime": now.saturating_sub(started.unwrap_or(now)) / 1000,
         }),
     )
 }
 
-/// `POST /ws/send`: a server message to every connection of one user.
+/// `POST /ws/send`: a server message to every connection of one user, on any gateway.
 fn send(request: &HttpRequest) -> HttpResponse {
     let message = match parse_outgoing(&request.body, true) {
         Ok(m) => m,
         Err(e) => return error(400, &e),
     };
     let to = message.to_user_id.as_deref().unwrap_or_default();
-    let frame = stamped(message.message_type, &message.data, None, Some(to));
-    let recipients = host::publish(&user_topic(to), &Frame::Text(frame), None);
+    let recipients = presence::connections_of(to);
     if recipients == 0 {
         return HttpResponse::json(
             404,
             &json!({"success": false, "recipients_count": 0, "error": format!("user `{to}` is offline")}),
         );
     }
+    let frame = stamped(message.message_type, &message.data, None, Some(to));
+    host::publish(&user_topic(to), &Frame::Text(frame), None);
     HttpResponse::json(
         200,
         &json!({"success": true, "recipients_count": recipients}),
@@ -109,7 +109,8 @@ fn broadcast(request: &HttpRequest) -> HttpResponse {
         Err(e) => return error(400, &e),
     };
     let frame = stamped(message.message_type, &message.data, None, None);
-    let recipients = host::publish(ALL, &Frame::Text(frame), None);
+    host::publish(ALL, &Frame::Text(frame), None);
+    let recipients = presence::counts().1;
     HttpResponse::json(
         200,
         &json!({
@@ -120,7 +121,8 @@ fn broadcast(request: &HttpRequest) -> HttpResponse {
     )
 }
 
-/// `POST /ws/cleanup`: closes connections idle for longer than the threshold.
+/// `POST /ws/cleanup`: closes this gateway's connections idle for longer than the threshold
+/// (each gateway cleans up its own; their users leave presence cluster-wide).
 fn cleanup(request: &HttpRequest) -> HttpResponse {
     let idle_seconds = match parse_cleanup(&request.body, Config::current().idle_cleanup_seconds) {
         Ok(s) => s,

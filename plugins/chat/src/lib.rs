@@ -2,7 +2,8 @@
 //! presence and an admin HTTP API. See `PROTOCOL.md` for the wire contract.
 //!
 //! Lasting state lives in the host: the user in each connection's attachment, topic
-//! membership (`chat:all`, `chat:user:<id>`) and kv entries (`online:<id>`, `started_at_ms`).
+//! membership (`chat:all`, `chat:user:<id>`), the cluster-wide presence channel `online` and
+//! the kv entry `started_at_ms`. With `[redis]` every gateway on the Redis serves one chat.
 //! The only guest global is the parsed config, which `init` sets on every instance.
 #![forbid(unsafe_code)]
 
@@ -13,7 +14,9 @@ mod presence;
 mod time;
 mod user;
 
-use plugin_sdk::{ConnId, ConnInfo, Frame, HttpRequest, HttpResponse, Plugin, Reject, host};
+use plugin_sdk::{
+    ConnId, ConnInfo, Frame, HttpRequest, HttpResponse, Member, Plugin, Reject, host,
+};
 
 use config::Config;
 use envelope::{ClientError, Request, parse_request, stamped};
@@ -68,6 +71,10 @@ impl Plugin for Chat {
     fn on_http(request: HttpRequest) -> HttpResponse {
         admin::handle(&request)
     }
+
+    fn on_presence_left(channel: String, members: Vec<Member>) {
+        presence::left(&channel, &members);
+    }
 }
 
 /// Handles one client text frame; an error goes back to the sender only.
@@ -92,14 +99,14 @@ fn handle_text(conn: ConnId, user: &User, text: &str) -> Result<(), ClientError>
             data,
             to_user_id: Some(to),
         } => {
-            let frame = stamped(message_type, &data, Some(&user.user_id), Some(&to));
-            let topic = presence::user_topic(&to);
-            if host::publish(&topic, &Frame::Text(frame), None) == 0 {
+            if presence::connections_of(&to) == 0 {
                 return Err(ClientError::new(
                     "user_offline",
                     format!("user `{to}` is not online"),
                 ));
             }
+            let frame = stamped(message_type, &data, Some(&user.user_id), Some(&to));
+            host::publish(&presence::user_topic(&to), &Frame::Text(frame), None);
         }
     }
     Ok(())

@@ -1,11 +1,13 @@
-//! Who is online: topics, `online:<user_id>` entries and join/leave announcements.
+//! Who is online: the host's cluster-wide presence channel [`ONLINE`] (member key = user id,
+//! data = the user's [`OnlineUser`] entry) and the topics frames travel on.
 //!
-//! Every connection subscribes to [`ALL`] and to its user's topic ([`user_topic`]). The host
-//! counts subscribers atomically, so the connection that brings a user's topic to 1 is the
-//! user's first and the one that brings it to 0 is the last; only those touch the user's
-//! `online:<user_id>` entry and announce `user_joined` / `user_left`.
+//! Every connection subscribes to [`ALL`] and to its user's topic ([`user_topic`]) and joins
+//! its user in [`ONLINE`]. The host decides atomically, across every gateway, which connection
+//! is a user's first (`join` returns true) and which is the last (`leave` returns true, or the
+//! host reports the user through `on-presence-left` when the connection or its gateway died);
+//! only those announce `user_joined` / `user_left`.
 
-use plugin_sdk::{ConnId, ConnInfo, Frame, HostError, Reject, host};
+use plugin_sdk::{ConnId, ConnInfo, Frame, HostError, Member, Reject, host, presence};
 use serde::{Deserialize, Serialize};
 
 use crate::config::Config;
@@ -16,10 +18,10 @@ use crate::user::User;
 /// The topic every chat connection is subscribed to.
 pub const ALL: &str = "chat:all";
 
-/// Key prefix of the per-user presence entries.
-const ONLINE_PREFIX: &str = "online:";
+/// The presence channel of online users.
+pub const ONLINE: &str = "online";
 
-/// Scan limit meaning "every online user".
+/// List limit meaning "every online user".
 pub const SCAN_ALL: u32 = 1_000_000;
 
 /// The topic holding every connection of one user.
@@ -27,12 +29,7 @@ pub fn user_topic(user_id: &str) -> String {
     format!("chat:user:{user_id}")
 }
 
-/// The presence entry key of one user.
-fn online_key(user_id: &str) -> String {
-    format!("{ONLINE_PREFIX}{user_id}")
-}
-
-/// A presence entry, as stored in kv and listed to clients.
+/// A presence entry, as stored with the member and listed to clients.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OnlineUser {
     /// The user's id.
@@ -50,6 +47,11 @@ impl OnlineUser {
             username: user.username.clone(),
             connected_at: rfc3339_millis(connected_at_ms),
         }
+    }
+
+    /// The entry stored with a presence member (none when unreadable).
+    pub fn of(member: &Member) -> Option<Self> {
+        serde_json::from_slice(&member.data).ok()
     }
 }
 
@@ -72,22 +74,16 @@ struct Welcome<'a> {
 
 /// Registers a new connection: topics, attachment, presence, greeting.
 pub fn open(conn: &ConnInfo, user: &User) -> Result<(), Reject> {
-    let topic = user_topic(&user.user_id);
+    let entry = OnlineUser::new(user, conn.connected_at_ms);
     host::subscribe(conn.id, ALL).map_err(refusal)?;
-    // The attachment is written last: `on_close` only unregisters connections that have one.
-    let registered = host::subscribe(conn.id, &topic)
-        .and_then(|count| host::set_attachment(conn.id, &user.encode()).map(|()| count));
-    let count = match registered {
-        Ok(count) => count,
-        Err(e) => {
-            let _ = host::unsubscribe(conn.id, &topic);
-            let _ = host::unsubscribe(conn.id, ALL);
-            return Err(refusal(e));
-        }
-    };
-    if count == 1 {
-        register(user, conn.connected_at_ms);
-        announce("user_joined", user, conn.id);
+    host::subscribe(conn.id, &user_topic(&user.user_id)).map_err(refusal)?;
+    // The attachment is written before the join: `on_close` leaves for connections that have
+    // one, so a connection refused here leaves nothing behind (the host drops its topics).
+    host::set_attachment(conn.id, &user.encode()).map_err(refusal)?;
+    let value = serde_json::to_vec(&entry).unwrap_or_default();
+    let first = presence::join(ONLINE, &user.user_id, conn.id, &value).map_err(refusal)?;
+    if first {
+        announce("user_joined", &user.user_id, &user.username, Some(conn.id));
     }
 
     let cap = Config::current().max_online_list;
@@ -96,11 +92,7 @@ pub fn open(conn: &ConnInfo, user: &User) -> Result<(), Reject> {
     if total >= cap as usize {
         total = online_count() as usize;
     }
-    include_user(
-        &mut online_users,
-        OnlineUser::new(user, conn.connected_at_ms),
-        cap as usize,
-    );
+    include_user(&mut online_users, entry, cap as usize);
     let welcome = Welcome {
         message: "Connected successfully",
         connection_id: conn.id.to_string(),
@@ -115,61 +107,66 @@ pub fn open(conn: &ConnInfo, user: &User) -> Result<(), Reject> {
     Ok(())
 }
 
-/// Unregisters a closing connection; announces `user_left` if it was the user's last one.
+/// Unregisters a closing connection; announces `user_left` if it was the user's last one
+/// anywhere in the cluster.
 pub fn close(conn: ConnId, user: &User) {
-    let _ = host::unsubscribe(conn, ALL);
-    let topic = user_topic(&user.user_id);
-    let others = |conn: ConnId| host::members(&topic).into_iter().find(|&c| c != conn);
-    let remaining = match host::unsubscribe(conn, &topic) {
-        Ok(n) => n > 0,
-        Err(_) => others(conn).is_some(),
-    };
-    if remaining {
-        return;
+    match presence::leave(ONLINE, &user.user_id, conn) {
+        Ok(true) => announce("user_left", &user.user_id, &user.username, Some(conn)),
+        Ok(false) => {}
+        // Redis is away: the host removes the member with the connection and reports it
+        // through `on_presence_left` when it can.
+        Err(e) => plugin_sdk::log_warn(&format!("chat: presence leave failed: {e:?}")),
     }
-    host::kv_delete(&online_key(&user.user_id));
-    // A new connection of this user may have subscribed after our unsubscribe and written its
-    // entry before our delete: then it is online after all, so restore the entry and stay quiet.
-    // (A connection subscribing after this check writes its entry after our delete.)
-    if let Some(other) = others(conn) {
-        let since =
-            host::connection_info(other).map_or_else(host::now_ms, |info| info.connected_at_ms);
-        register(user, since);
-        return;
-    }
-    announce("user_left", user, conn);
 }
 
-/// How many users are online (one presence entry each).
+/// Announces users the host removed (their last connection or their gateway went away).
+pub fn left(channel: &str, members: &[Member]) {
+    if channel != ONLINE {
+        return;
+    }
+    for m in members {
+        let username = OnlineUser::of(m).map_or_else(|| m.key.clone(), |u| u.username);
+        announce("user_left", &m.key, &username, None);
+    }
+}
+
+/// Whether a user has a connection anywhere in the cluster, and how many.
+pub fn connections_of(user_id: &str) -> u32 {
+    match presence::get(ONLINE, user_id) {
+        Ok(Some(m)) => m.connections.max(1),
+        _ => 0,
+    }
+}
+
+/// How many users are online, and how many connections they have.
+pub fn counts() -> (u64, u64) {
+    presence::count(ONLINE).map_or((0, 0), |c| (c.members, c.connections))
+}
+
+/// How many users are online.
 pub fn online_count() -> u64 {
-    host::kv_count(ONLINE_PREFIX)
+    counts().0
+}
+
+/// Up to `limit` online users with their connection counts, in user id order.
+pub fn members(limit: u32) -> Vec<(OnlineUser, u32)> {
+    presence::list(ONLINE, limit)
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|m| OnlineUser::of(&m).map(|u| (u, m.connections)))
+        .collect()
 }
 
 /// Up to `limit` presence entries, in user id order.
 pub fn scan(limit: u32) -> Vec<OnlineUser> {
-    host::kv_scan(ONLINE_PREFIX, limit)
-        .into_iter()
-        .filter_map(|(_, value)| serde_json::from_slice(&value).ok())
-        .collect()
+    members(limit).into_iter().map(|(u, _)| u).collect()
 }
 
-/// Writes the user's presence entry.
-fn register(user: &User, connected_at_ms: u64) {
-    let entry = OnlineUser::new(user, connected_at_ms);
-    let value = serde_json::to_vec(&entry).unwrap_or_default();
-    if let Err(e) = host::kv_set(&online_key(&user.user_id), &value, None) {
-        plugin_sdk::log_warn(&format!("chat: cannot store presence: {e:?}"));
-    }
-}
-
-/// Publishes `user_joined` / `user_left` for `user` to every connection but `except`.
-fn announce(message_type: &str, user: &User, except: ConnId) {
-    let data = PresenceData {
-        user_id: &user.user_id,
-        username: &user.username,
-    };
-    let frame = stamped(message_type, &data, Some(&user.user_id), None);
-    host::publish(ALL, &Frame::Text(frame), Some(except));
+/// Publishes `user_joined` / `user_left` to every connection but `except`.
+fn announce(message_type: &str, user_id: &str, username: &str, except: Option<ConnId>) {
+    let data = PresenceData { user_id, username };
+    let frame = stamped(message_type, &data, Some(user_id), None);
+    host::publish(ALL, &Frame::Text(frame), except);
 }
 
 /// Makes sure `me` is in a list capped at `cap` entries, replacing the last entry if full.
@@ -218,8 +215,7 @@ mod tests {
     }
 
     #[test]
-    fn keys_and_topics() {
+    fn topics() {
         assert_eq!(user_topic("u1"), "chat:user:u1");
-        assert_eq!(online_key("u1"), "online:u1");
     }
 }

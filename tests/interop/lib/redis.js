@@ -124,4 +124,10 @@ export const scanKeys = async (client, pattern) => {
 /** The stream key y-redis v0.1.6 uses for a room given as its raw URL path segment. */
 export const roomStreamKey = (rawRoom, prefix = 'y') => `${prefix}:room:${encodeURIComponent(rawRoom)}:index`
 
+/**
+ * Keys of the gateway's cluster bus (prefix `gateway`, see `[redis] cluster_prefix`): node
+ * heartbeats, the node set and presence. They live beside the y-redis keys, never among them.
+ */
+export const isClusterKey = (k) => /^gateway:(nodes|node:\d+(:presence)?|presence:.*)$/.test(k)
+
 export { commandOptions }

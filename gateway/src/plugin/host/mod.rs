@@ -3,6 +3,8 @@
 
 mod core;
 mod limits;
+mod presence;
+pub use presence::member;
 mod storage;
 mod streams;
 

@@ -1,0 +1,134 @@
+//! The `presence` interface: cluster-wide members of a channel, held by this plugin's
+//! connections.
+
+use super::{HostState, MAX_ATTACHMENT, MAX_KEY, MAX_TOPIC, check_len};
+use crate::cluster::presence::{Count, Member, PresenceError};
+use crate::plugin::bindings::gateway::plugin::{presence, types};
+use bytes::Bytes;
+
+fn unavailable(e: PresenceError) -> types::HostError {
+    types::HostError::Unavailable(e.to_string())
+}
+
+/// The plugin's view of a member.
+pub fn member(m: Member) -> presence::Member {
+    presence::Member {
+        key: m.key,
+        data: m.data.to_vec(),
+        connections: m.connections,
+    }
+}
+
+fn check_names(channel: &str, key: &str) -> Result<(), types::HostError> {
+    check_len("presence channel", channel.len(), MAX_TOPIC)?;
+    check_len("member key", key.len(), MAX_KEY)?;
+    if channel.contains('\0') || key.contains('\0') {
+        return Err(types::HostError::Invalid(
+            "presence channels and member keys may not contain NUL".into(),
+        ));
+    }
+    Ok(())
+}
+
+impl HostState {
+    /// A live connection of this plugin on this gateway, or `not-found`.
+    fn own_local_conn(&self, conn: u64) -> Result<(), types::HostError> {
+        match self.shared.hub.get(conn) {
+            Some(c) if *c.plugin == *self.shared.name => Ok(()),
+            _ => Err(types::HostError::NotFound),
+        }
+    }
+}
+
+impl presence::Host for HostState {
+    async fn join(
+        &mut self,
+        channel: String,
+        key: String,
+        conn: u64,
+        data: Vec<u8>,
+    ) -> Result<bool, types::HostError> {
+        check_names(&channel, &key)?;
+        check_len("member data", data.len(), MAX_ATTACHMENT)?;
+        self.own_local_conn(conn)?;
+        self.shared
+            .cluster
+            .presence()
+            .join(
+                &self.shared.topic_key(&channel),
+                &key,
+                conn,
+                Bytes::from(data),
+            )
+            .await
+            .map_err(unavailable)
+    }
+
+    async fn leave(
+        &mut self,
+        channel: String,
+        key: String,
+        conn: u64,
+    ) -> Result<bool, types::HostError> {
+        check_names(&channel, &key)?;
+        self.shared
+            .cluster
+            .presence()
+            .leave(&self.shared.topic_key(&channel), &key, conn)
+            .await
+            .map_err(unavailable)
+    }
+
+    async fn get(
+        &mut self,
+        channel: String,
+        key: String,
+    ) -> Result<Option<presence::Member>, types::HostError> {
+        check_names(&channel, &key)?;
+        let m = self
+            .shared
+            .cluster
+            .presence()
+            .get(&self.shared.topic_key(&channel), &key)
+            .await
+            .map_err(unavailable)?;
+        Ok(m.map(member))
+    }
+
+    async fn list(
+        &mut self,
+        channel: String,
+        limit: u32,
+    ) -> Result<Vec<presence::Member>, types::HostError> {
+        check_names(&channel, "")?;
+        let list = self
+            .shared
+            .cluster
+            .presence()
+            .list(&self.shared.topic_key(&channel), limit as usize)
+            .await
+            .map_err(unavailable)?;
+        Ok(list.into_iter().map(member).collect())
+    }
+
+    async fn count(
+        &mut self,
+        channel: String,
+    ) -> Result<presence::PresenceCount, types::HostError> {
+        check_names(&channel, "")?;
+        let Count {
+            members,
+            connections,
+        } = self
+            .shared
+            .cluster
+            .presence()
+            .count(&self.shared.topic_key(&channel))
+            .await
+            .map_err(unavailable)?;
+        Ok(presence::PresenceCount {
+            members,
+            connections,
+        })
+    }
+}
