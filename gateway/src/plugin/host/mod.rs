@@ -66,6 +66,12 @@ impl HostState {
         }
     }
 
+    /// Moves the call's deadline out by the time spent since `since` waiting on a backend
+    /// (Redis, storage): a slow backend never counts as the plugin running too long.
+    pub fn credit(&mut self, since: Instant) {
+        self.deadline += since.elapsed();
+    }
+
     /// What the guest wrote to stderr (a panic message, say), formatted for an error line.
     pub fn stderr_tail(&self) -> String {
         let b = self.stderr.contents();

@@ -3,8 +3,10 @@
 
 use super::{HostState, MAX_ATTACHMENT, MAX_KEY, MAX_TOPIC, check_len};
 use crate::cluster::presence::{Count, Member, PresenceError};
+use crate::plugin::PluginShared;
 use crate::plugin::bindings::gateway::plugin::{presence, types};
 use bytes::Bytes;
+use std::time::Instant;
 
 fn unavailable(e: PresenceError) -> types::HostError {
     types::HostError::Unavailable(e.to_string())
@@ -30,13 +32,11 @@ fn check_names(channel: &str, key: &str) -> Result<(), types::HostError> {
     Ok(())
 }
 
-impl HostState {
-    /// A live connection of this plugin on this gateway, or `not-found`.
-    fn own_local_conn(&self, conn: u64) -> Result<(), types::HostError> {
-        match self.shared.hub.get(conn) {
-            Some(c) if *c.plugin == *self.shared.name => Ok(()),
-            _ => Err(types::HostError::NotFound),
-        }
+/// A live connection of this plugin on this gateway, or `not-found`.
+fn own_local_conn(shared: &PluginShared, conn: u64) -> Result<(), types::HostError> {
+    match shared.hub.get(conn) {
+        Some(c) if *c.plugin == *shared.name => Ok(()),
+        _ => Err(types::HostError::NotFound),
     }
 }
 
@@ -48,20 +48,22 @@ impl presence::Host for HostState {
         conn: u64,
         data: Vec<u8>,
     ) -> Result<bool, types::HostError> {
-        check_names(&channel, &key)?;
-        check_len("member data", data.len(), MAX_ATTACHMENT)?;
-        self.own_local_conn(conn)?;
-        self.shared
-            .cluster
-            .presence()
-            .join(
-                &self.shared.topic_key(&channel),
-                &key,
-                conn,
-                Bytes::from(data),
-            )
-            .await
-            .map_err(unavailable)
+        let started = Instant::now();
+        let shared = self.shared.clone();
+        let r = async move {
+            check_names(&channel, &key)?;
+            check_len("member data", data.len(), MAX_ATTACHMENT)?;
+            own_local_conn(&shared, conn)?;
+            shared
+                .cluster
+                .presence()
+                .join(&shared.topic_key(&channel), &key, conn, Bytes::from(data))
+                .await
+                .map_err(unavailable)
+        }
+        .await;
+        self.credit(started);
+        r
     }
 
     async fn leave(
@@ -70,13 +72,20 @@ impl presence::Host for HostState {
         key: String,
         conn: u64,
     ) -> Result<bool, types::HostError> {
-        check_names(&channel, &key)?;
-        self.shared
-            .cluster
-            .presence()
-            .leave(&self.shared.topic_key(&channel), &key, conn)
-            .await
-            .map_err(unavailable)
+        let started = Instant::now();
+        let shared = self.shared.clone();
+        let r = async move {
+            check_names(&channel, &key)?;
+            shared
+                .cluster
+                .presence()
+                .leave(&shared.topic_key(&channel), &key, conn)
+                .await
+                .map_err(unavailable)
+        }
+        .await;
+        self.credit(started);
+        r
     }
 
     async fn get(
@@ -84,15 +93,21 @@ impl presence::Host for HostState {
         channel: String,
         key: String,
     ) -> Result<Option<presence::Member>, types::HostError> {
-        check_names(&channel, &key)?;
-        let m = self
-            .shared
-            .cluster
-            .presence()
-            .get(&self.shared.topic_key(&channel), &key)
-            .await
-            .map_err(unavailable)?;
-        Ok(m.map(member))
+        let started = Instant::now();
+        let shared = self.shared.clone();
+        let r = async move {
+            check_names(&channel, &key)?;
+            let m = shared
+                .cluster
+                .presence()
+                .get(&shared.topic_key(&channel), &key)
+                .await
+                .map_err(unavailable)?;
+            Ok(m.map(member))
+        }
+        .await;
+        self.credit(started);
+        r
     }
 
     async fn list(
@@ -100,35 +115,47 @@ impl presence::Host for HostState {
         channel: String,
         limit: u32,
     ) -> Result<Vec<presence::Member>, types::HostError> {
-        check_names(&channel, "")?;
-        let list = self
-            .shared
-            .cluster
-            .presence()
-            .list(&self.shared.topic_key(&channel), limit as usize)
-            .await
-            .map_err(unavailable)?;
-        Ok(list.into_iter().map(member).collect())
+        let started = Instant::now();
+        let shared = self.shared.clone();
+        let r = async move {
+            check_names(&channel, "")?;
+            let list = shared
+                .cluster
+                .presence()
+                .list(&shared.topic_key(&channel), limit as usize)
+                .await
+                .map_err(unavailable)?;
+            Ok(list.into_iter().map(member).collect())
+        }
+        .await;
+        self.credit(started);
+        r
     }
 
     async fn count(
         &mut self,
         channel: String,
     ) -> Result<presence::PresenceCount, types::HostError> {
-        check_names(&channel, "")?;
-        let Count {
-            members,
-            connections,
-        } = self
-            .shared
-            .cluster
-            .presence()
-            .count(&self.shared.topic_key(&channel))
-            .await
-            .map_err(unavailable)?;
-        Ok(presence::PresenceCount {
-            members,
-            connections,
-        })
+        let started = Instant::now();
+        let shared = self.shared.clone();
+        let r = async move {
+            check_names(&channel, "")?;
+            let Count {
+                members,
+                connections,
+            } = shared
+                .cluster
+                .presence()
+                .count(&shared.topic_key(&channel))
+                .await
+                .map_err(unavailable)?;
+            Ok(presence::PresenceCount {
+                members,
+                connections,
+            })
+        }
+        .await;
+        self.credit(started);
+        r
     }
 }

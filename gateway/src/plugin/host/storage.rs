@@ -3,6 +3,7 @@
 use super::{HostState, MAX_BLOB, MAX_KEY, check_len};
 use crate::plugin::bindings::gateway::plugin::{storage, types};
 use bytes::Bytes;
+use std::time::Instant;
 
 fn storage_err(e: crate::storage::StorageError) -> types::HostError {
     match e {
@@ -13,32 +14,60 @@ fn storage_err(e: crate::storage::StorageError) -> types::HostError {
 
 impl storage::Host for HostState {
     async fn get(&mut self, name: String) -> Result<Option<Vec<u8>>, types::HostError> {
-        check_len("object name", name.len(), MAX_KEY)?;
-        self.shared
-            .storage
-            .get(&name)
-            .await
-            .map(|b| b.map(|b| b.to_vec()))
-            .map_err(storage_err)
+        let started = Instant::now();
+        let shared = self.shared.clone();
+        let r = async move {
+            check_len("object name", name.len(), MAX_KEY)?;
+            shared
+                .storage
+                .get(&name)
+                .await
+                .map(|b| b.map(|b| b.to_vec()))
+                .map_err(storage_err)
+        }
+        .await;
+        self.credit(started);
+        r
     }
 
     async fn put(&mut self, name: String, data: Vec<u8>) -> Result<(), types::HostError> {
-        check_len("object name", name.len(), MAX_KEY)?;
-        check_len("object", data.len(), MAX_BLOB)?;
-        self.shared
-            .storage
-            .put(&name, Bytes::from(data))
-            .await
-            .map_err(storage_err)
+        let started = Instant::now();
+        let shared = self.shared.clone();
+        let r = async move {
+            check_len("object name", name.len(), MAX_KEY)?;
+            check_len("object", data.len(), MAX_BLOB)?;
+            shared
+                .storage
+                .put(&name, Bytes::from(data))
+                .await
+                .map_err(storage_err)
+        }
+        .await;
+        self.credit(started);
+        r
     }
 
     async fn delete(&mut self, name: String) -> Result<(), types::HostError> {
-        check_len("object name", name.len(), MAX_KEY)?;
-        self.shared.storage.delete(&name).await.map_err(storage_err)
+        let started = Instant::now();
+        let shared = self.shared.clone();
+        let r = async move {
+            check_len("object name", name.len(), MAX_KEY)?;
+            shared.storage.delete(&name).await.map_err(storage_err)
+        }
+        .await;
+        self.credit(started);
+        r
     }
 
     async fn list(&mut self, prefix: String) -> Result<Vec<String>, types::HostError> {
-        check_len("prefix", prefix.len(), MAX_KEY)?;
-        self.shared.storage.list(&prefix).await.map_err(storage_err)
+        let started = Instant::now();
+        let shared = self.shared.clone();
+        let r = async move {
+            check_len("prefix", prefix.len(), MAX_KEY)?;
+            shared.storage.list(&prefix).await.map_err(storage_err)
+        }
+        .await;
+        self.credit(started);
+        r
     }
 }

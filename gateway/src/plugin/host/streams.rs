@@ -4,6 +4,7 @@ use super::{HostState, MAX_BLOB, MAX_KEY, MAX_TOPIC, check_len};
 use crate::plugin::bindings::gateway::plugin::{streams, types};
 use crate::streams::StreamId;
 use bytes::Bytes;
+use std::time::Instant;
 
 fn stream_err(e: crate::streams::StreamError) -> types::HostError {
     match e {
@@ -14,25 +15,33 @@ fn stream_err(e: crate::streams::StreamError) -> types::HostError {
 
 impl streams::Host for HostState {
     async fn add_message(&mut self, key: String, data: Vec<u8>) -> Result<(), types::HostError> {
-        check_len("stream key", key.len(), MAX_KEY)?;
-        check_len("stream entry", data.len(), MAX_BLOB)?;
-        let on_fail = self.current_conn.map(|id| {
-            let hub = self.shared.hub.clone();
-            Box::new(move |e: crate::streams::StreamError| {
-                tracing::warn!(
-                    conn = id,
-                    "append failed: {e}; closing so the client re-syncs"
-                );
-                if let Some(c) = hub.get(id) {
-                    c.outbox.close(1013, "stream unavailable, retry");
-                }
-            }) as crate::streams::OnFail
-        });
-        self.shared
-            .streams
-            .append(&key, Bytes::from(data), on_fail)
-            .await
-            .map_err(stream_err)
+        let started = Instant::now();
+        let current_conn = self.current_conn;
+        let shared = self.shared.clone();
+        let r = async move {
+            check_len("stream key", key.len(), MAX_KEY)?;
+            check_len("stream entry", data.len(), MAX_BLOB)?;
+            let on_fail = current_conn.map(|id| {
+                let hub = shared.hub.clone();
+                Box::new(move |e: crate::streams::StreamError| {
+                    tracing::warn!(
+                        conn = id,
+                        "append failed: {e}; closing so the client re-syncs"
+                    );
+                    if let Some(c) = hub.get(id) {
+                        c.outbox.close(1013, "stream unavailable, retry");
+                    }
+                }) as crate::streams::OnFail
+            });
+            shared
+                .streams
+                .append(&key, Bytes::from(data), on_fail)
+                .await
+                .map_err(stream_err)
+        }
+        .await;
+        self.credit(started);
+        r
     }
 
     async fn read(
@@ -41,26 +50,39 @@ impl streams::Host for HostState {
         after: String,
         count: u32,
     ) -> Result<Vec<streams::Entry>, types::HostError> {
-        check_len("stream key", key.len(), MAX_KEY)?;
-        let after = StreamId::parse(&after).map_err(stream_err)?;
-        let entries = self
-            .shared
-            .streams
-            .read(&key, after, count as usize)
-            .await
-            .map_err(stream_err)?;
-        Ok(entries
-            .into_iter()
-            .map(|e| streams::Entry {
-                id: e.id.to_string(),
-                data: e.data.to_vec(),
-            })
-            .collect())
+        let started = Instant::now();
+        let shared = self.shared.clone();
+        let r = async move {
+            check_len("stream key", key.len(), MAX_KEY)?;
+            let after = StreamId::parse(&after).map_err(stream_err)?;
+            let entries = shared
+                .streams
+                .read(&key, after, count as usize)
+                .await
+                .map_err(stream_err)?;
+            Ok(entries
+                .into_iter()
+                .map(|e| streams::Entry {
+                    id: e.id.to_string(),
+                    data: e.data.to_vec(),
+                })
+                .collect())
+        }
+        .await;
+        self.credit(started);
+        r
     }
 
     async fn len(&mut self, key: String) -> Result<u64, types::HostError> {
-        check_len("stream key", key.len(), MAX_KEY)?;
-        self.shared.streams.len(&key).await.map_err(stream_err)
+        let started = Instant::now();
+        let shared = self.shared.clone();
+        let r = async move {
+            check_len("stream key", key.len(), MAX_KEY)?;
+            shared.streams.len(&key).await.map_err(stream_err)
+        }
+        .await;
+        self.credit(started);
+        r
     }
 
     async fn bind(
