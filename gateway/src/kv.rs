@@ -16,6 +16,24 @@ pub enum KvError {
     /// The key or value is too large, or the namespace is full.
     #[error("{0}")]
     TooLarge(String),
+    /// The shared store (Redis) did not answer.
+    #[error("key-value store unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// Refuses keys and values over the limits.
+pub fn check(key: &str, value: &[u8]) -> Result<(), KvError> {
+    if key.len() > MAX_KEY {
+        return Err(KvError::TooLarge(format!(
+            "key longer than {MAX_KEY} bytes"
+        )));
+    }
+    if value.len() > MAX_VALUE {
+        return Err(KvError::TooLarge(format!(
+            "value larger than {MAX_VALUE} bytes"
+        )));
+    }
+    Ok(())
 }
 
 /// A value and its expiry (unix ms), if any.
@@ -49,16 +67,7 @@ impl Kv {
         ttl_ms: Option<u64>,
         now_ms: u64,
     ) -> Result<(), KvError> {
-        if key.len() > MAX_KEY {
-            return Err(KvError::TooLarge(format!(
-                "key longer than {MAX_KEY} bytes"
-            )));
-        }
-        if value.len() > MAX_VALUE {
-            return Err(KvError::TooLarge(format!(
-                "value larger than {MAX_VALUE} bytes"
-            )));
-        }
+        check(&key, &value)?;
         let mut m = self.map.lock();
         if m.len() >= MAX_ENTRIES && !m.contains_key(&key) {
             m.retain(|_, (_, exp)| exp.is_none_or(|e| e > now_ms));

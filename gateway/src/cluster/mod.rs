@@ -9,6 +9,7 @@
 
 mod bus;
 mod interest;
+pub mod kv;
 mod message;
 mod node;
 pub mod presence;
@@ -38,6 +39,8 @@ pub struct Cluster {
     hub: Arc<Hub>,
     bus: Option<Arc<RedisBus>>,
     presence: Arc<Presence>,
+    /// Redis connection and key prefix, when clustered.
+    redis: Option<(ConnectionManager, String)>,
 }
 
 impl Cluster {
@@ -47,6 +50,7 @@ impl Cluster {
             hub: Arc::new(Hub::new(metrics)),
             bus: None,
             presence: Presence::local(),
+            redis: None,
         })
     }
 
@@ -90,17 +94,28 @@ impl Cluster {
             presence.clone(),
         ));
         let hub = Arc::new(Hub::with_node(metrics, n));
-        let bus = RedisBus::start(n, &prefix, client, con, hub.clone());
+        let bus = RedisBus::start(n, &prefix, client, con.clone(), hub.clone());
         Ok(Arc::new(Cluster {
             hub,
             bus: Some(bus),
             presence,
+            redis: Some((con, prefix)),
         }))
     }
 
     /// The local connections and topics.
     pub fn hub(&self) -> &Arc<Hub> {
         &self.hub
+    }
+
+    /// Plugin `plugin`'s key-value namespace: in Redis when clustered, else in this process.
+    pub fn kv(&self, plugin: &str) -> kv::PluginKv {
+        match &self.redis {
+            Some((con, prefix)) => {
+                kv::PluginKv::Redis(kv::RedisKv::new(con.clone(), prefix, plugin))
+            }
+            None => kv::PluginKv::Local(crate::kv::Kv::default()),
+        }
     }
 
     /// Cluster-wide presence.

@@ -5,8 +5,8 @@
 use super::timers::Timers;
 use crate::auth::Authenticator;
 use crate::cluster::Cluster;
+use crate::cluster::kv::PluginKv;
 use crate::hub::Hub;
-use crate::kv::Kv;
 use crate::metrics::PluginMetrics;
 use crate::storage::Storage;
 use crate::streams::{StreamSink, Streams};
@@ -37,7 +37,7 @@ pub struct PluginShared {
     /// Publish and per-connection delivery across instances.
     pub cluster: Arc<Cluster>,
     /// Host-owned key-value namespace.
-    pub kv: Kv,
+    pub kv: PluginKv,
     /// Auth profiles for `verify-token`; replaced when the config reloads.
     pub auth: ArcSwap<Authenticator>,
     /// Counters.
@@ -63,8 +63,8 @@ impl PluginShared {
         Self {
             name: Arc::from(name),
             hub: services.hub,
+            kv: services.cluster.kv(name),
             cluster: services.cluster,
-            kv: Kv::default(),
             auth: ArcSwap::new(services.auth),
             metrics: PluginMetrics::default(),
             timers: Arc::new(timers),

@@ -126,8 +126,9 @@ export const roomStreamKey = (rawRoom, prefix = 'y') => `${prefix}:room:${encode
 
 /**
  * Keys of the gateway's cluster bus (prefix `gateway`, see `[redis] cluster_prefix`): node
- * heartbeats, the node set and presence. They live beside the y-redis keys, never among them.
+ * heartbeats, the node set, presence and plugin key-value entries. They live beside the y-redis
+ * keys, never among them.
  */
-export const isClusterKey = (k) => /^gateway:(nodes|node:\d+(:presence)?|presence:.*)$/.test(k)
+export const isClusterKey = (k) => /^gateway:(nodes|node:\d+(:presence)?|presence:.*|kv:.*)$/.test(k)
 
 export { commandOptions }

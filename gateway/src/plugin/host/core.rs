@@ -3,10 +3,11 @@
 
 use super::{HostState, MAX_ATTACHMENT, MAX_TOPIC};
 use crate::hub::{Conn, HubError};
+use crate::kv::KvError;
 use crate::plugin::bindings::gateway::plugin::{host, types};
 use bytes::Bytes;
 use std::sync::atomic::Ordering::Relaxed;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// The plugin's view of a connection.
 pub fn conn_info(c: &Conn) -> types::ConnInfo {
@@ -108,34 +109,47 @@ impl host::Host for HostState {
         }
     }
 
-    fn kv_get(&mut self, key: String) -> Option<Vec<u8>> {
-        self.shared.kv.get(&key, crate::clock::now_ms())
+    async fn kv_get(&mut self, key: String) -> Option<Vec<u8>> {
+        let started = Instant::now();
+        let r = self.shared.clone().kv.get(&key).await;
+        self.credit(started);
+        r
     }
 
-    fn kv_set(
+    async fn kv_set(
         &mut self,
         key: String,
         value: Vec<u8>,
         ttl_ms: Option<u64>,
     ) -> Result<(), types::HostError> {
-        self.shared
-            .kv
-            .set(key, value, ttl_ms, crate::clock::now_ms())
-            .map_err(|e| types::HostError::TooLarge(e.to_string()))
+        let started = Instant::now();
+        let r = self.shared.clone().kv.set(&key, value, ttl_ms).await;
+        self.credit(started);
+        r.map_err(|e| match e {
+            KvError::TooLarge(m) => types::HostError::TooLarge(m),
+            KvError::Unavailable(m) => types::HostError::Unavailable(m),
+        })
     }
 
-    fn kv_delete(&mut self, key: String) -> bool {
-        self.shared.kv.delete(&key, crate::clock::now_ms())
+    async fn kv_delete(&mut self, key: String) -> bool {
+        let started = Instant::now();
+        let r = self.shared.clone().kv.delete(&key).await;
+        self.credit(started);
+        r
     }
 
-    fn kv_scan(&mut self, prefix: String, limit: u32) -> Vec<(String, Vec<u8>)> {
-        self.shared
-            .kv
-            .scan(&prefix, limit as usize, crate::clock::now_ms())
+    async fn kv_scan(&mut self, prefix: String, limit: u32) -> Vec<(String, Vec<u8>)> {
+        let started = Instant::now();
+        let r = self.shared.clone().kv.scan(&prefix, limit as usize).await;
+        self.credit(started);
+        r
     }
 
-    fn kv_count(&mut self, prefix: String) -> u64 {
-        self.shared.kv.count(&prefix, crate::clock::now_ms())
+    async fn kv_count(&mut self, prefix: String) -> u64 {
+        let started = Instant::now();
+        let r = self.shared.clone().kv.count(&prefix).await;
+        self.credit(started);
+        r
     }
 
     fn set_timer(&mut self, delay_ms: u64, token: String) -> u64 {

@@ -1,9 +1,13 @@
-//! A misbehaving plugin for the fault-isolation tests (`tests/faults.rs`).
+//! A misbehaving plugin for the fault-isolation tests (`tests/faults.rs`), which also pokes the
+//! host's key-value store for the cluster tests (`tests/cluster.rs`).
 //!
 //! Text frames are commands:
 //! - `trap`: panics; with `panic = "abort"` this is a wasm `unreachable` trap.
 //! - `loop`: spins forever; only the host's epoch deadline (`call_timeout_ms`) can stop it.
 //! - `oom`: allocates until the instance's memory limit refuses to grow, which aborts.
+//! - `kv-set KEY VALUE [TTL_MS]`, `kv-get KEY`, `kv-del KEY`, `kv-scan PREFIX LIMIT`,
+//!   `kv-count PREFIX`: answer with one text frame (`ok`, `err ...`, the value, `none`, `true`,
+//!   `false`, `KEY=VALUE` pairs joined by `,`, or the count).
 //!
 //! Every other frame (text or binary) is echoed back unchanged to its sender.
 
@@ -18,10 +22,39 @@ impl Plugin for Faulty {
                 "trap" => trap(),
                 "loop" => spin_forever(),
                 "oom" => exhaust_memory(),
+                t if t.starts_with("kv-") => {
+                    let _ = host::send(conn, &Frame::Text(kv_command(t)));
+                    return;
+                }
                 _ => {}
             }
         }
         let _ = host::send(conn, &frame);
+    }
+}
+
+fn kv_command(cmd: &str) -> String {
+    let args: Vec<&str> = cmd.split(' ').collect();
+    match args.as_slice() {
+        ["kv-set", key, value, rest @ ..] => {
+            let ttl = rest.first().and_then(|t| t.parse().ok());
+            match host::kv_set(key, value.as_bytes(), ttl) {
+                Ok(()) => "ok".into(),
+                Err(e) => format!("err {e:?}"),
+            }
+        }
+        ["kv-get", key] => host::kv_get(key).map_or_else(
+            || "none".into(),
+            |v| String::from_utf8_lossy(&v).into_owned(),
+        ),
+        ["kv-del", key] => host::kv_delete(key).to_string(),
+        ["kv-scan", prefix, limit] => host::kv_scan(prefix, limit.parse().unwrap_or(0))
+            .into_iter()
+            .map(|(k, v)| format!("{k}={}", String::from_utf8_lossy(&v)))
+            .collect::<Vec<_>>()
+            .join(","),
+        ["kv-count", prefix] => host::kv_count(prefix).to_string(),
+        _ => "err bad command".into(),
     }
 }
 
