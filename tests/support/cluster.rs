@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
-use super::configs::chat_config;
 use super::gateway::Gateway;
+use super::paths::{repo_root, shared_cache_dir, toml_path};
 use super::process::GatewayBuilder;
 use super::redis::RedisServer;
 
@@ -13,7 +13,31 @@ pub fn with_redis(config: &str, redis: &RedisServer) -> String {
     format!("{config}\n[redis]\nurl = \"{}\"\n", redis.url())
 }
 
-/// Two chat gateways on one Redis, sharing a JWT secret.
+/// The shipped `plugins.toml`, made to run in a test: one listener on a free port, the shared
+/// compile cache, plugin paths made absolute (data directories stay relative to the test's
+/// own directory).
+pub fn shipped_config() -> String {
+    let path = repo_root().join("plugins.toml");
+    let text =
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    let dist = repo_root().join("dist").join("plugins");
+    let dist = toml_path(&dist);
+    let dist = &dist[1..dist.len() - 1];
+    text.lines()
+        .map(|line| {
+            if line.starts_with("listen = ") {
+                "listen = [\"127.0.0.1:0\"]".to_string()
+            } else if line.starts_with("cache_dir = ") {
+                format!("cache_dir = {}", toml_path(&shared_cache_dir()))
+            } else {
+                line.replace("wasm = \"dist/plugins", &format!("wasm = \"{dist}"))
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Two gateways with the shipped `plugins.toml` plus `[redis] url`, sharing a JWT secret.
 pub struct GatewayPair {
     /// The first gateway.
     pub a: Gateway,
@@ -24,7 +48,7 @@ pub struct GatewayPair {
 }
 
 impl GatewayPair {
-    /// Starts Redis and two gateways with the chat config.
+    /// Starts Redis and two gateways with the shipped config (chat on `/ws`, Yjs on `/yjs/*`).
     pub fn chat() -> GatewayPair {
         let redis = RedisServer::start();
         let secret = format!(
@@ -32,7 +56,7 @@ impl GatewayPair {
             std::process::id(),
             redis.addr.port()
         );
-        let cfg = with_redis(&chat_config(None), &redis);
+        let cfg = with_redis(&shipped_config(), &redis);
         let a = GatewayBuilder::new(cfg.clone()).jwt_secret(&secret).start();
         let b = GatewayBuilder::new(cfg).jwt_secret(&secret).start();
         GatewayPair { a, b, redis }

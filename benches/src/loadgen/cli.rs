@@ -67,6 +67,10 @@ pub struct Args {
     pub test: Test,
     /// WebSocket URL (loopback only).
     pub url: String,
+    /// A second gateway's URL: odd-numbered connections go there (two gateways on one Redis).
+    pub url2: Option<String>,
+    /// Where the fanout publisher connects (default: `url`).
+    pub publisher_url: Option<String>,
     /// Protocol flavour.
     pub mode: Mode,
     /// HS256 secret for minting tokens (chat mode).
@@ -101,6 +105,9 @@ pub struct Args {
 pub const USAGE: &str = "\
 usage: load <storm|throughput|sustained|fanout|idle> [options]
   --url URL            loopback only; default ws://127.0.0.1:8080/ws (chat) or ws://127.0.0.1:9001/ws (bare)
+  --url2 URL           a second gateway (same Redis): odd-numbered connections open there; the
+                       fanout publisher stays on --url
+  --publisher-url URL  fanout: the publisher connects here instead of --url
   --mode chat|bare     chat: JWT + chat envelopes (gateway); bare: raw frames (bare-server)
   --secret S           HS256 secret (default: $GATEWAY_JWT_SECRET)
   --conns N            connections; subscribers for fanout (100)
@@ -154,6 +161,8 @@ pub fn parse(argv: impl IntoIterator<Item = String>) -> anyhow::Result<Args> {
     let mut args = Args {
         test,
         url: String::new(),
+        url2: None,
+        publisher_url: None,
         mode: Mode::Chat,
         secret: std::env::var("GATEWAY_JWT_SECRET")
             .ok()
@@ -175,6 +184,8 @@ pub fn parse(argv: impl IntoIterator<Item = String>) -> anyhow::Result<Args> {
         let bad = || format!("bad value for --{k}: {v:?}");
         match k.as_str() {
             "url" => args.url = v,
+            "url2" => args.url2 = Some(v),
+            "publisher-url" => args.publisher_url = Some(v),
             "mode" => {
                 args.mode = match v.as_str() {
                     "chat" => Mode::Chat,

@@ -53,7 +53,15 @@ pub async fn run(args: Args) -> anyhow::Result<Report> {
             Some(Arc::new(token::Minter::new(&secret)))
         }
     };
-    let opener = Arc::new(Opener::new(target, args.mode, minter, args.users));
+    let second = args.url2.as_deref().map(Target::parse).transpose()?;
+    let publisher = args
+        .publisher_url
+        .as_deref()
+        .map(Target::parse)
+        .transpose()?;
+    let opener = Arc::new(
+        Opener::new(target, args.mode, minter, args.users).with_targets(second, publisher),
+    );
     let deadline = Instant::now() + Duration::from_secs_f64(args.timeout);
     let ctx = Ctx {
         args,

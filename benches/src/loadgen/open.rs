@@ -22,6 +22,8 @@ use crate::target::Target;
 /// Knows how to open a ready connection for the chosen mode.
 pub struct Opener {
     target: Target,
+    second: Option<Target>,
+    publisher: Option<Target>,
     mode: Mode,
     minter: Option<Arc<Minter>>,
     users: Option<usize>,
@@ -37,10 +39,26 @@ impl Opener {
     ) -> Self {
         Self {
             target,
+            second: None,
+            publisher: None,
             mode,
             minter,
             users,
         }
+    }
+
+    /// Sends odd-numbered connections to `second` (a second gateway) and the fanout
+    /// publisher to `publisher`.
+    pub fn with_targets(mut self, second: Option<Target>, publisher: Option<Target>) -> Self {
+        self.second = second;
+        self.publisher = publisher;
+        self
+    }
+
+    /// Opens the fanout publisher's connection.
+    pub async fn open_publisher(&self, token: Option<&str>) -> Result<Conn, String> {
+        self.open_on(self.publisher.as_ref().unwrap_or(&self.target), token)
+            .await
     }
 
     /// A fresh token for connection `i` (`None` in bare mode).
@@ -61,7 +79,19 @@ impl Opener {
     /// first text frame (the welcome `system_message`), in bare mode until the
     /// upgrade completes (the bare server sends nothing on connect).
     pub async fn open(&self, token: Option<&str>) -> Result<Conn, String> {
-        let mut conn = connect(&self.target, token).await.map_err(|e| e.label())?;
+        self.open_on(&self.target, token).await
+    }
+
+    /// Opens connection number `i`: on the second gateway when there is one and `i` is odd.
+    pub async fn open_nth(&self, i: usize, token: Option<&str>) -> Result<Conn, String> {
+        match &self.second {
+            Some(t) if i % 2 == 1 => self.open_on(t, token).await,
+            _ => self.open_on(&self.target, token).await,
+        }
+    }
+
+    async fn open_on(&self, target: &Target, token: Option<&str>) -> Result<Conn, String> {
+        let mut conn = connect(target, token).await.map_err(|e| e.label())?;
         if self.mode == Mode::Chat {
             let mut send_fn = obligation_sender(&conn.writer);
             loop {
@@ -133,7 +163,7 @@ pub async fn open_many(
         set.spawn(async move {
             let token = opener.token(i)?;
             let start = Instant::now();
-            let res = timeout_at(deadline, opener.open(token.as_deref())).await;
+            let res = timeout_at(deadline, opener.open_nth(i, token.as_deref())).await;
             let done = Instant::now();
             drop(permit);
             match res {

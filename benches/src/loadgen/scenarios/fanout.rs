@@ -37,7 +37,7 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<Report> {
         .opener
         .token_for("publisher", u64::MAX)
         .map_err(|e| anyhow!(e))?;
-    let conn = timeout_at(ctx.deadline, ctx.opener.open(token.as_deref()))
+    let conn = timeout_at(ctx.deadline, ctx.opener.open_publisher(token.as_deref()))
         .await
         .context("publisher connect timed out")?
         .map_err(|e| anyhow!("publisher connect: {e}"))?;
