@@ -20,7 +20,7 @@ mod ws_client;
 
 // Each test binary uses its own subset of these re-exports (as with `dead_code` above).
 #[allow(unused_imports)]
-pub use cluster::{GatewayPair, settled, with_redis};
+pub use cluster::{GatewayPair, settled, shipped_config, with_redis};
 #[allow(unused_imports)]
 pub use configs::{CHAT_PLUGIN, CHAT_ROUTES, DEFAULT_AUTH, chat_config, replace_file};
 #[allow(unused_imports)]
