@@ -220,6 +220,11 @@ impl App {
             pre,
             config_json: serde_json::to_string(&pc.config)?,
             memory_limit: (pc.memory_limit_mb << 20) as usize,
+            env: pc
+                .env
+                .iter()
+                .filter_map(|k| Some((k.clone(), std::env::var(k).ok()?)))
+                .collect(),
             call_timeout: Duration::from_millis(pc.call_timeout_ms),
             permits: Arc::new(Semaphore::new(pc.max_instances as usize)),
             faults: pc.faults,

@@ -189,6 +189,13 @@ impl Config {
             if p.faults.window_s == 0 {
                 return Err(format!("[plugins.{name}.faults] window_s must be > 0"));
             }
+            if let Some(bad) = p.env.iter().find(|v| {
+                v.is_empty() || !v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+            }) {
+                return Err(format!(
+                    "[plugins.{name}] env: '{bad}' is not an environment variable name"
+                ));
+            }
         }
         for (i, r) in self.routes.iter().enumerate() {
             let at = format!("routes[{i}] ({})", r.path);

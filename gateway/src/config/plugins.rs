@@ -26,6 +26,10 @@ pub struct PluginConfig {
     /// What traps and deadlines do, and the crash budget.
     #[serde(default)]
     pub faults: FaultPolicy,
+    /// Environment variables of the gateway the plugin may read (its WASI environment); an
+    /// unset variable is absent. Nothing else of the environment is visible to a plugin.
+    #[serde(default)]
+    pub env: Vec<String>,
 }
 
 fn default_instances() -> u32 {

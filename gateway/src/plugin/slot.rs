@@ -60,6 +60,8 @@ pub struct PluginVersion {
     pub config_json: String,
     /// Linear memory cap per instance.
     pub memory_limit: usize,
+    /// The environment variables the plugin sees (`env` in its config, read at load).
+    pub env: Vec<(String, String)>,
     /// Budget of one call.
     pub call_timeout: Duration,
     /// Bounds how many instances run at once.
@@ -211,7 +213,7 @@ impl PluginSlot {
     async fn instantiate(&self, v: &PluginVersion) -> Result<Instance, CallError> {
         let mut store = Store::new(
             &self.engine,
-            HostState::new(self.shared.clone(), v.memory_limit),
+            HostState::new(self.shared.clone(), v.memory_limit, &v.env),
         );
         store.limiter(|s| &mut s.limits);
         store.epoch_deadline_callback(|ctx| {

@@ -1,6 +1,8 @@
 //! The plugin's `config` table from `plugins.toml`.
 
+use crate::ably::Capability;
 use serde::Deserialize;
+use std::collections::BTreeMap;
 use std::sync::OnceLock;
 
 /// Settings; every field has a default.
@@ -13,6 +15,19 @@ pub struct Config {
     pub max_rooms_per_connection: usize,
     /// LetShare: most distinct events one connection may subscribe to in one room.
     pub max_events_per_room: usize,
+    /// Ably: the API keys clients may connect with (`appId.keyId:secret`), besides those in the
+    /// `GATEWAY_ABLY_KEYS` environment variable (comma-separated).
+    pub keys: Vec<String>,
+    /// Ably: capabilities per key name (`appId.keyId`); a key without one may do everything.
+    pub capabilities: BTreeMap<String, serde_json::Value>,
+    /// Ably: a gateway auth profile whose tokens are accepted as `access_token` (clientId from
+    /// `sub` or `user_id`, capability from an `x-ably-capability` claim, else everything).
+    pub token_profile: Option<String>,
+    /// Ably: how long a channel's messages are kept for resume, rewind and history (seconds).
+    pub history_seconds: u64,
+    /// The parsed `capabilities`.
+    #[serde(skip)]
+    parsed_capabilities: BTreeMap<String, Capability>,
 }
 
 impl Default for Config {
@@ -21,11 +36,33 @@ impl Default for Config {
             max_room_members: 50,
             max_rooms_per_connection: 8,
             max_events_per_room: 32,
+            keys: Vec::new(),
+            capabilities: BTreeMap::new(),
+            token_profile: None,
+            history_seconds: 120,
+            parsed_capabilities: BTreeMap::new(),
         }
     }
 }
 
 static CURRENT: OnceLock<Config> = OnceLock::new();
+
+/// The environment variable holding API keys (the plugin sees it when `plugins.toml` lists it in
+/// the plugin's `env`).
+pub const KEYS_ENV: &str = "GATEWAY_ABLY_KEYS";
+
+/// Whether `key` is `appId.keyId:secret` with no empty part.
+fn valid_key(key: &str) -> bool {
+    match key.split_once(':') {
+        Some((name, secret)) => {
+            !secret.is_empty()
+                && name
+                    .split_once('.')
+                    .is_some_and(|(app, id)| !app.is_empty() && !id.is_empty())
+        }
+        None => false,
+    }
+}
 
 impl Config {
     /// Parses the JSON config; returns it and the keys it did not know.
@@ -39,6 +76,10 @@ impl Config {
             "max_room_members",
             "max_rooms_per_connection",
             "max_events_per_room",
+            "keys",
+            "capabilities",
+            "token_profile",
+            "history_seconds",
         ];
         let unknown = value
             .as_object()
@@ -51,8 +92,28 @@ impl Config {
             .unwrap_or_default();
         let config: Config =
             serde_json::from_value(value).map_err(|e| format!("ably-rooms config: {e}"))?;
+        let mut config = config;
         if config.max_room_members == 0 || config.max_rooms_per_connection == 0 {
             return Err("ably-rooms config: limits must be positive".into());
+        }
+        if let Ok(env) = std::env::var(KEYS_ENV) {
+            config.keys.extend(
+                env.split(',')
+                    .map(str::trim)
+                    .filter(|k| !k.is_empty())
+                    .map(str::to_string),
+            );
+        }
+        if let Some(bad) = config.keys.iter().find(|k| !valid_key(k)) {
+            let name = bad.split(':').next().unwrap_or_default();
+            return Err(format!(
+                "ably-rooms config: key '{name}' is not of the form appId.keyId:secret"
+            ));
+        }
+        for (name, value) in &config.capabilities {
+            let parsed = Capability::parse(value)
+                .map_err(|e| format!("ably-rooms config: capabilities.\"{name}\": {e}"))?;
+            config.parsed_capabilities.insert(name.clone(), parsed);
         }
         Ok((config, unknown))
     }
@@ -61,6 +122,14 @@ impl Config {
     /// per instance).
     pub fn install(self) {
         let _ = CURRENT.set(self);
+    }
+
+    /// The capability of key `name` (`appId.keyId`).
+    pub fn capability_of(&self, name: &str) -> Capability {
+        self.parsed_capabilities
+            .get(name)
+            .cloned()
+            .unwrap_or_else(Capability::all)
     }
 
     /// The installed configuration (defaults before `init`).

@@ -1,11 +1,13 @@
-//! The `ably-rooms` plugin: room pub/sub over the host's cluster bus and presence. This first
-//! part serves the LetShare JSON room protocol ([`letshare`]); see `README.md`.
+//! The `ably-rooms` plugin: room pub/sub over the host's cluster bus and presence, for the Ably
+//! realtime protocol ([`ably`], on routes other than `/letshare`) and the LetShare JSON room
+//! protocol ([`letshare`], on `/letshare`); see `README.md`.
 #![forbid(unsafe_code)]
 
+mod ably;
 mod config;
 mod letshare;
 
-use plugin_sdk::{ConnId, ConnInfo, Frame, Plugin, Reject};
+use plugin_sdk::{ConnId, ConnInfo, Frame, Member, Plugin, Reject};
 
 /// The plugin.
 pub struct AblyRooms;
@@ -21,11 +23,31 @@ impl Plugin for AblyRooms {
     }
 
     fn on_open(conn: ConnInfo) -> Result<(), Reject> {
-        letshare::open(&conn)
+        if conn.route == "/letshare" {
+            letshare::open(&conn)
+        } else {
+            ably::open(&conn)
+        }
     }
 
     fn on_frame(conn: ConnId, attachment: Vec<u8>, frame: Frame) {
-        letshare::frame(conn, &attachment, frame);
+        if attachment.first() == Some(&ably::TAG) {
+            ably::frame(conn, &attachment, frame);
+        } else {
+            letshare::frame(conn, &attachment, frame);
+        }
+    }
+
+    fn on_timer(token: String) {
+        if token.starts_with(ably::HEARTBEAT_TOPIC) {
+            ably::heartbeat_timer(&token);
+        } else if token.starts_with(ably::EXPIRY_TIMER) {
+            ably::expiry_timer(&token);
+        }
+    }
+
+    fn on_presence_left(channel: String, members: Vec<Member>) {
+        ably::presence_left(&channel, &members);
     }
 }
 

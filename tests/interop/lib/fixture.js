@@ -49,8 +49,10 @@ export class InteropEnv {
     return env
   }
 
-  constructor ({ name = 'env', mode = 'embedded', storage = 'fs', worker = {}, gateways = 1, wasm } = {}) {
+  constructor ({ name = 'env', mode = 'embedded', storage = 'fs', worker = {}, gateways = 1, wasm, extraToml } = {}) {
     this.name = name
+    /** Appended to every gateway's config (more plugins and routes). */
+    this.extraToml = extraToml
     /** The plugin file the gateways load (default: dist/plugins/yjs_sync.wasm). */
     this.wasm = wasm
     this.mode = mode
@@ -102,6 +104,7 @@ export class InteropEnv {
       redisUrl: this.redis ? this.redis.url : undefined,
       worker: this.worker,
       wasm: this.wasm,
+      extraToml: this.extraToml,
       jwkFile: this.auth.jwkFile,
       permUrl: this.perm.url
     })

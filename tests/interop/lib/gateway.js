@@ -21,6 +21,7 @@ const LIMITS = '{ max_frame_bytes = 104857600, max_message_bytes = 104857600, qu
  * @param {string} [o.wasm] plugin file (default: dist/plugins/yjs_sync.wasm)
  * @param {string} o.jwkFile
  * @param {string} o.permUrl
+ * @param {string} [o.extraToml] appended to the config (more plugins and routes)
  */
 export const gatewayConfig = (o) => {
   const w = { enabled: true, task_debounce_ms: 500, min_message_lifetime_ms: 800, ...(o.worker || {}) }
@@ -92,6 +93,7 @@ export const gatewayConfig = (o) => {
     `limits = ${LIMITS}`,
     ''
   )
+  if (o.extraToml) lines.push(o.extraToml)
   return lines.join('\n')
 }
 

@@ -46,10 +46,12 @@ pub struct HostState {
 }
 
 impl HostState {
-    /// Fresh state: WASI with no preopened directories, no sockets, stderr captured.
-    pub fn new(shared: Arc<PluginShared>, memory_limit: usize) -> Self {
+    /// Fresh state: WASI with no preopened directories, no sockets, stderr captured and only
+    /// the environment variables in `env`.
+    pub fn new(shared: Arc<PluginShared>, memory_limit: usize, env: &[(String, String)]) -> Self {
         let stderr = MemoryOutputPipe::new(4096);
         let wasi = WasiCtx::builder()
+            .envs(env)
             .stderr(stderr.clone())
             .allow_tcp(false)
             .allow_udp(false)
