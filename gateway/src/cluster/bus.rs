@@ -25,6 +25,9 @@ const PING_EVERY: Duration = Duration::from_secs(5);
 const PING_TIMEOUT: Duration = Duration::from_secs(3);
 /// Longest wait for a new subscriber connection.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// The longest a new topic's first subscriber waits for Redis to confirm the SUBSCRIBE.
+const SETTLE_LIMIT: Duration = Duration::from_secs(1);
+
 /// Most channels named in one SUBSCRIBE or UNSUBSCRIBE.
 const SUBSCRIBE_CHUNK: usize = 1024;
 
@@ -91,6 +94,14 @@ impl RedisBus {
         tokio::spawn(bus.clone().publisher());
         tokio::spawn(bus.clone().subscriber());
         bus
+    }
+
+    /// Waits (briefly) until Redis has confirmed the subscriptions of every topic that gained
+    /// local members so far; returns at once while the subscriber is disconnected.
+    pub async fn subscriptions_settled(&self) {
+        if self.stats.channels.load(Relaxed) > 0 {
+            self.interest.settled(SETTLE_LIMIT).await;
+        }
     }
 
     /// Publishes `frame` to the other instances' members of `topic`.
@@ -214,12 +225,13 @@ impl RedisBus {
         let mut subscribed: HashSet<Arc<str>> = HashSet::new();
         sink.subscribe(format!("{}{}", self.node_prefix, self.node))
             .await?;
-        let all = self.interest.all();
+        let (all, version) = self.interest.all();
         for chunk in all.chunks(SUBSCRIBE_CHUNK) {
             let channels: Vec<String> = chunk.iter().map(|t| self.channel(t)).collect();
             sink.subscribe(channels).await?;
         }
         subscribed.extend(all);
+        self.interest.applied(version);
         self.stats.connects.fetch_add(1, Relaxed);
         self.stats
             .channels
@@ -260,7 +272,8 @@ impl RedisBus {
         subscribed: &mut HashSet<Arc<str>>,
     ) -> Result<(), redis::RedisError> {
         let (mut add, mut remove) = (Vec::new(), Vec::new());
-        for (topic, wanted) in self.interest.changes() {
+        let (changes, version) = self.interest.changes();
+        for (topic, wanted) in changes {
             match (wanted, subscribed.contains(&topic)) {
                 (true, false) => {
                     add.push(self.channel(&topic));
@@ -279,6 +292,7 @@ impl RedisBus {
         for chunk in remove.chunks(SUBSCRIBE_CHUNK) {
             sink.unsubscribe(chunk).await?;
         }
+        self.interest.applied(version);
         self.stats
             .channels
             .store(subscribed.len() as u64 + 1, Relaxed);

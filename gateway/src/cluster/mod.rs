@@ -135,6 +135,14 @@ impl Cluster {
         self.hub.node()
     }
 
+    /// With `[redis]`, waits until the bus receives every topic that gained its first local
+    /// member so far (at most a second; not at all while Redis is unreachable).
+    pub async fn subscriptions_settled(&self) {
+        if let Some(bus) = &self.bus {
+            bus.subscriptions_settled().await;
+        }
+    }
+
     /// Bus counters, when clustered.
     pub fn stats(&self) -> Option<&BusStats> {
         self.bus.as_ref().map(|b| &b.stats)

@@ -29,6 +29,7 @@ pub mod bindings {
             "gateway:plugin/streams": async,
             "gateway:plugin/storage": async,
             "gateway:plugin/presence": async,
+            "gateway:plugin/host.subscribe": async,
             "gateway:plugin/host.kv-get": async,
             "gateway:plugin/host.kv-set": async,
             "gateway:plugin/host.kv-delete": async,

@@ -16,6 +16,12 @@ impl StreamId {
     /// The id before every entry (`0-0`).
     pub const ZERO: StreamId = StreamId { ms: 0, seq: 0 };
 
+    /// The id after every entry (Redis `+`).
+    pub const MAX: StreamId = StreamId {
+        ms: u64::MAX,
+        seq: u64::MAX,
+    };
+
     /// Parses `ms-seq`, `ms` (seq 0) or `0`.
     pub fn parse(s: &str) -> Result<StreamId, StreamError> {
         let bad = || StreamError::Invalid(format!("bad stream id '{s}'"));

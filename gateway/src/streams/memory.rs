@@ -43,7 +43,14 @@ struct Inner {
     streams: HashMap<String, Stream>,
     queues: HashMap<String, Queue>,
     log: Option<LogFile>,
+    /// Retained logs (see `append_retained`) and how long each keeps entries.
+    retained: HashMap<String, u64>,
+    /// Retained appends since the last sweep of idle retained logs.
+    since_sweep: u32,
 }
+
+/// Retained appends between two sweeps of idle retained logs.
+const SWEEP_EVERY: u32 = 1024;
 
 struct LogFile {
     file: File,
@@ -229,6 +236,77 @@ impl MemoryStreams {
         Ok(id)
     }
 
+    /// Appends an entry to a retained log (no compaction task), drops its entries older than
+    /// `keep_ms`, and now and then deletes retained logs that saw no append for their `keep_ms`.
+    pub fn append_retained(
+        &self,
+        key: &str,
+        data: Bytes,
+        keep_ms: u64,
+    ) -> Result<StreamId, StreamError> {
+        let mut inner = self.inner.lock();
+        let now = now_ms();
+        let last = inner.streams.get(key).map(|s| s.last).unwrap_or_default();
+        let entry = Entry {
+            id: last.next_after(now),
+            data,
+        };
+        let id = entry.id;
+        self.commit(
+            &mut inner,
+            Record::Add {
+                key: key.to_string(),
+                entry,
+            },
+        )?;
+        let min_ms = now.saturating_sub(keep_ms);
+        if inner
+            .streams
+            .get(key)
+            .and_then(|s| s.entries.front())
+            .is_some_and(|e| e.id.ms < min_ms)
+        {
+            self.commit(
+                &mut inner,
+                Record::Trim {
+                    key: key.to_string(),
+                    min_ms,
+                },
+            )?;
+        }
+        inner.retained.insert(key.to_string(), keep_ms);
+        inner.since_sweep += 1;
+        if inner.since_sweep >= SWEEP_EVERY {
+            inner.since_sweep = 0;
+            let idle: Vec<String> = inner
+                .retained
+                .iter()
+                .filter(|(k, keep)| {
+                    inner
+                        .streams
+                        .get(*k)
+                        .is_none_or(|s| s.last.ms.saturating_add(**keep) < now)
+                })
+                .map(|(k, _)| k.clone())
+                .collect();
+            for k in idle {
+                inner.retained.remove(&k);
+                self.commit(&mut inner, Record::Del { key: k })?;
+            }
+        }
+        Ok(id)
+    }
+
+    /// Entries before `before`, newest first, at most `count`.
+    pub fn read_back(&self, key: &str, before: StreamId, count: usize) -> Vec<Entry> {
+        let inner = self.inner.lock();
+        let Some(s) = inner.streams.get(key) else {
+            return Vec::new();
+        };
+        let end = s.entries.partition_point(|e| e.id < before);
+        s.entries.range(..end).rev().take(count).cloned().collect()
+    }
+
     /// Entries after `after`, at most `count` (0 = all).
     pub fn read(&self, key: &str, after: StreamId, count: usize) -> Vec<Entry> {
         let inner = self.inner.lock();
@@ -407,5 +485,37 @@ fn syncer(inner: std::sync::Weak<Mutex<Inner>>, interval: Duration) {
         if let Some(f) = file {
             let _ = f.sync_data();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retained_logs_return_ids_read_backwards_and_trim() {
+        let s = MemoryStreams::ephemeral();
+        let ids: Vec<StreamId> = (0..5)
+            .map(|i| {
+                s.append_retained("ably:h:c", Bytes::from(vec![i]), 60_000)
+                    .unwrap()
+            })
+            .collect();
+        assert!(ids.windows(2).all(|w| w[0] < w[1]), "ids grow");
+        let back = s.read_back("ably:h:c", StreamId::MAX, 3);
+        assert_eq!(
+            back.iter().map(|e| e.data[0]).collect::<Vec<_>>(),
+            [4, 3, 2]
+        );
+        let older = s.read_back("ably:h:c", ids[2], 10);
+        assert_eq!(older.iter().map(|e| e.data[0]).collect::<Vec<_>>(), [1, 0]);
+        assert_eq!(s.read("ably:h:c", ids[3], 0).len(), 1);
+        // Nothing is queued for compaction, and a key of any shape is accepted.
+        assert_eq!(s.stats(&["ably".into()]).worker_queue, 0);
+        // A keep of 1 ms drops what came before (once a millisecond has passed).
+        std::thread::sleep(std::time::Duration::from_millis(3));
+        s.append_retained("ably:h:c", Bytes::from_static(b"z"), 1)
+            .unwrap();
+        assert_eq!(s.len("ably:h:c"), 1);
     }
 }

@@ -100,6 +100,34 @@ impl Streams {
         }
     }
 
+    /// Appends `data` to a retained log `key` (no compaction task), dropping entries older than
+    /// `keep_ms` and the whole key after `keep_ms` without appends; returns the entry's id once
+    /// the backend has it.
+    pub async fn append_retained(
+        &self,
+        key: &str,
+        data: Bytes,
+        keep_ms: u64,
+    ) -> Result<StreamId, StreamError> {
+        match self {
+            Streams::Memory(m) => m.append_retained(key, data, keep_ms),
+            Streams::Redis(r) => r.append_retained(key, data, keep_ms).await,
+        }
+    }
+
+    /// Entries with ids less than `before`, newest first, at most `count`.
+    pub async fn read_back(
+        &self,
+        key: &str,
+        before: StreamId,
+        count: usize,
+    ) -> Result<Vec<Entry>, StreamError> {
+        match self {
+            Streams::Memory(m) => Ok(m.read_back(key, before, count)),
+            Streams::Redis(r) => r.read_back(key, before, count).await,
+        }
+    }
+
     /// Entries with ids greater than `after`, at most `count` (0 = all).
     pub async fn read(
         &self,

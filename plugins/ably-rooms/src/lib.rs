@@ -7,7 +7,7 @@ mod ably;
 mod config;
 mod letshare;
 
-use plugin_sdk::{ConnId, ConnInfo, Frame, Member, Plugin, Reject};
+use plugin_sdk::{ConnId, ConnInfo, Frame, HttpRequest, HttpResponse, Member, Plugin, Reject};
 
 /// The plugin.
 pub struct AblyRooms;
@@ -35,6 +35,20 @@ impl Plugin for AblyRooms {
             ably::frame(conn, &attachment, frame);
         } else {
             letshare::frame(conn, &attachment, frame);
+        }
+    }
+
+    fn on_http(request: HttpRequest) -> HttpResponse {
+        if ably::serves_http(&request.path) {
+            ably::http(&request)
+        } else {
+            HttpResponse::text(404, "not found")
+        }
+    }
+
+    fn on_close(_conn: ConnId, attachment: Vec<u8>, _code: u16, _reason: String) {
+        if attachment.first() == Some(&ably::TAG) {
+            ably::closed(&attachment);
         }
     }
 

@@ -1,6 +1,7 @@
 // The real `ably` npm client against the gateway's ably-rooms plugin: config, client options that
 // keep it on loopback, and small promise helpers around its event API.
 import crypto from 'node:crypto'
+import net from 'node:net'
 import path from 'node:path'
 import * as Ably from 'ably'
 import { repoDir } from './env.js'
@@ -29,6 +30,16 @@ export const ablyToml = () => [
   '[[routes]]',
   'path = "/"',
   'kind = "websocket"',
+  'plugin = "ably-rooms"',
+  '',
+  '[[routes]]',
+  'path = "/time"',
+  'kind = "http"',
+  'plugin = "ably-rooms"',
+  '',
+  '[[routes]]',
+  'path = "/channels/*"',
+  'kind = "http"',
   'plugin = "ably-rooms"',
   ''
 ].join('\n')
@@ -128,3 +139,42 @@ export const closeAll = async () => {
 }
 
 export { Ably }
+
+/**
+ * A TCP proxy in front of a gateway, to drop a client's socket without a close frame and keep
+ * it away for a while (a network cut), while the gateway stays up.
+ * @param {number} target the gateway's port
+ */
+export const startProxy = async (target) => {
+  const sockets = new Set()
+  let cut = false
+  const server = net.createServer((client) => {
+    if (cut) return client.destroy()
+    const upstream = net.connect(target, '127.0.0.1')
+    for (const s of [client, upstream]) {
+      sockets.add(s)
+      s.on('close', () => sockets.delete(s))
+      s.on('error', () => {})
+    }
+    client.pipe(upstream)
+    upstream.pipe(client)
+    client.on('close', () => upstream.destroy())
+    upstream.on('close', () => client.destroy())
+  })
+  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve))
+  return {
+    port: server.address().port,
+    /** Drops every proxied socket and refuses new ones until restore(). */
+    cut () {
+      cut = true
+      for (const s of sockets) s.destroy()
+    },
+    restore () {
+      cut = false
+    },
+    close: () => new Promise((resolve) => {
+      for (const s of sockets) s.destroy()
+      server.close(resolve)
+    })
+  }
+}

@@ -16,7 +16,11 @@ use local::LocalStore;
 use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::mpsc;
+
+/// The longest a closed connection's presence may linger.
+pub const MAX_LINGER: Duration = Duration::from_secs(300);
 
 /// One member of a channel.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,6 +79,8 @@ pub struct Presence {
     node: u32,
     store: Store,
     held: Mutex<HashMap<ConnId, Vec<Holding>>>,
+    /// How long each connection's holdings outlive it (connections that asked for it).
+    lingers: Mutex<HashMap<ConnId, Duration>>,
     events: mpsc::Sender<Left>,
     receiver: Mutex<Option<mpsc::Receiver<Left>>>,
 }
@@ -86,6 +92,7 @@ impl Presence {
             node,
             store,
             held: Mutex::default(),
+            lingers: Mutex::default(),
             events,
             receiver: Mutex::new(Some(rx)),
         })
@@ -194,9 +201,37 @@ impl Presence {
         }
     }
 
-    /// Removes what connection `conn` still holds (it closed) and reports the members that are
-    /// gone with it.
-    pub async fn conn_closed(&self, conn: ConnId) {
+    /// Keeps what `conn` holds for `linger` after it closes (capped at [`MAX_LINGER`]; zero
+    /// removes it at once, the default). Another connection joining the same member meanwhile
+    /// takes it over, so a client that comes back in time never shows as having left.
+    pub fn set_linger(&self, conn: ConnId, linger: Duration) {
+        let mut lingers = self.lingers.lock();
+        if linger.is_zero() {
+            lingers.remove(&conn);
+        } else {
+            lingers.insert(conn, linger.min(MAX_LINGER));
+        }
+    }
+
+    /// Connection `conn` closed: what it still holds is removed, at once or after its linger,
+    /// and the members that are gone with it are reported.
+    pub async fn conn_closed(self: &Arc<Self>, conn: ConnId) {
+        let linger = self.lingers.lock().remove(&conn);
+        match linger {
+            Some(d) if self.held.lock().contains_key(&conn) => {
+                // Holdings stay registered (and are re-asserted after a Redis loss) meanwhile.
+                let me = self.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(d).await;
+                    me.release(conn).await;
+                });
+            }
+            _ => self.release(conn).await,
+        }
+    }
+
+    /// Removes what `conn` holds and reports the members that are gone with it.
+    async fn release(&self, conn: ConnId) {
         let Some(list) = self.held.lock().remove(&conn) else {
             return;
         };
@@ -300,5 +335,40 @@ mod tests {
         assert!(p.leave("c", "alice", 2).await.unwrap());
         p.conn_closed(2).await;
         assert!(rx.try_recv().is_err());
+    }
+
+    #[tokio::test]
+    async fn a_lingering_member_is_taken_over_or_removed_later() {
+        let p = Presence::local();
+        let mut rx = p.take_events().unwrap();
+        p.join("c", "alice", 1, Bytes::from_static(b"a"))
+            .await
+            .unwrap();
+        p.join("c", "bob", 2, Bytes::from_static(b"b"))
+            .await
+            .unwrap();
+        p.set_linger(1, Duration::from_millis(300));
+        p.set_linger(2, Duration::from_millis(300));
+        p.conn_closed(1).await;
+        p.conn_closed(2).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(rx.try_recv().is_err(), "nobody left yet");
+        assert_eq!(p.count("c").await.unwrap().members, 2);
+        // Alice comes back on connection 3 and keeps her data.
+        assert!(!p.join("c", "alice", 3, Bytes::new()).await.unwrap());
+        let left = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            left.members
+                .iter()
+                .map(|m| m.key.as_str())
+                .collect::<Vec<_>>(),
+            ["bob"]
+        );
+        let alice = p.get("c", "alice").await.unwrap().unwrap();
+        assert_eq!(alice.data, Bytes::from_static(b"a"));
+        assert_eq!(alice.connections, 1);
     }
 }

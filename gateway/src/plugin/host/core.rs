@@ -76,16 +76,24 @@ impl host::Host for HostState {
         self.shared.hub.get(conn).map(|c| conn_info(&c))
     }
 
-    fn subscribe(&mut self, conn: u64, topic: String) -> Result<u32, types::HostError> {
+    async fn subscribe(&mut self, conn: u64, topic: String) -> Result<u32, types::HostError> {
         if topic.len() > MAX_TOPIC {
             return Err(types::HostError::TooLarge(format!(
                 "topic longer than {MAX_TOPIC} bytes"
             )));
         }
-        self.shared
+        let n = self
+            .shared
             .hub
             .subscribe(conn, &self.shared.topic_key(&topic))
-            .map_err(hub_err)
+            .map_err(hub_err)?;
+        if n == 1 {
+            // The topic is new here: with other gateways, return once their publishes reach it.
+            let started = Instant::now();
+            self.shared.cluster.subscriptions_settled().await;
+            self.credit(started);
+        }
+        Ok(n)
     }
 
     fn unsubscribe(&mut self, conn: u64, topic: String) -> Result<u32, types::HostError> {

@@ -66,6 +66,15 @@ impl presence::Host for HostState {
         r
     }
 
+    async fn linger(&mut self, conn: u64, ms: u32) -> Result<(), types::HostError> {
+        own_local_conn(&self.shared, conn)?;
+        self.shared
+            .cluster
+            .presence()
+            .set_linger(conn, std::time::Duration::from_millis(u64::from(ms)));
+        Ok(())
+    }
+
     async fn leave(
         &mut self,
         channel: String,

@@ -6,6 +6,9 @@ use crate::streams::StreamId;
 use bytes::Bytes;
 use std::time::Instant;
 
+/// The longest a retained log keeps entries (a week).
+const MAX_KEEP_MS: u64 = 7 * 24 * 3600 * 1000;
+
 fn stream_err(e: crate::streams::StreamError) -> types::HostError {
     match e {
         crate::streams::StreamError::Invalid(m) => types::HostError::Invalid(m),
@@ -38,6 +41,67 @@ impl streams::Host for HostState {
                 .append(&key, Bytes::from(data), on_fail)
                 .await
                 .map_err(stream_err)
+        }
+        .await;
+        self.credit(started);
+        r
+    }
+
+    async fn append(
+        &mut self,
+        key: String,
+        data: Vec<u8>,
+        keep_ms: u64,
+    ) -> Result<String, types::HostError> {
+        let started = Instant::now();
+        let shared = self.shared.clone();
+        let r = async move {
+            check_len("stream key", key.len(), MAX_KEY)?;
+            check_len("stream entry", data.len(), MAX_BLOB)?;
+            if keep_ms == 0 || keep_ms > MAX_KEEP_MS {
+                return Err(types::HostError::Invalid(format!(
+                    "keep-ms must be 1..={MAX_KEEP_MS}"
+                )));
+            }
+            let id = shared
+                .streams
+                .append_retained(&key, Bytes::from(data), keep_ms)
+                .await
+                .map_err(stream_err)?;
+            Ok(id.to_string())
+        }
+        .await;
+        self.credit(started);
+        r
+    }
+
+    async fn read_back(
+        &mut self,
+        key: String,
+        before: String,
+        count: u32,
+    ) -> Result<Vec<streams::Entry>, types::HostError> {
+        let started = Instant::now();
+        let shared = self.shared.clone();
+        let r = async move {
+            check_len("stream key", key.len(), MAX_KEY)?;
+            let before = if before == "+" {
+                StreamId::MAX
+            } else {
+                StreamId::parse(&before).map_err(stream_err)?
+            };
+            let entries = shared
+                .streams
+                .read_back(&key, before, count.clamp(1, 1000) as usize)
+                .await
+                .map_err(stream_err)?;
+            Ok(entries
+                .into_iter()
+                .map(|e| streams::Entry {
+                    id: e.id.to_string(),
+                    data: e.data.to_vec(),
+                })
+                .collect())
         }
         .await;
         self.credit(started);

@@ -232,6 +232,60 @@ impl RedisStreams {
         }
     }
 
+    /// XADD with a MINID trim and a PEXPIRE, in one transaction: a retained log.
+    pub async fn append_retained(
+        &self,
+        key: &str,
+        data: Bytes,
+        keep_ms: u64,
+    ) -> Result<StreamId, StreamError> {
+        let mut con = self.con.clone();
+        let min_id = crate::clock::now_ms().saturating_sub(keep_ms);
+        let (id,): (String,) = redis::pipe()
+            .atomic()
+            .cmd("XADD")
+            .arg(key)
+            .arg("MINID")
+            .arg("~")
+            .arg(min_id)
+            .arg("*")
+            .arg("m")
+            .arg(data.as_ref())
+            .cmd("PEXPIRE")
+            .arg(key)
+            .arg(keep_ms.max(1))
+            .ignore()
+            .query_async(&mut con)
+            .await
+            .map_err(|e| self.failed(e))?;
+        StreamId::parse(&id)
+    }
+
+    /// XREVRANGE key (before - COUNT n.
+    pub async fn read_back(
+        &self,
+        key: &str,
+        before: StreamId,
+        count: usize,
+    ) -> Result<Vec<Entry>, StreamError> {
+        let mut con = self.con.clone();
+        let end = if before == StreamId::MAX {
+            "+".to_string()
+        } else {
+            format!("({before}")
+        };
+        let v: Value = redis::cmd("XREVRANGE")
+            .arg(key)
+            .arg(end)
+            .arg("-")
+            .arg("COUNT")
+            .arg(count.max(1))
+            .query_async(&mut con)
+            .await
+            .map_err(|e| self.failed(e))?;
+        parse_entries(&v, "m")
+    }
+
     /// XRANGE key (after + COUNT n.
     pub async fn read(
         &self,

@@ -18,6 +18,8 @@ pub enum Op {
     Subscribe,
     /// Entering presence.
     Presence,
+    /// Reading history.
+    History,
 }
 
 impl Op {
@@ -26,6 +28,7 @@ impl Op {
             Op::Publish => "publish",
             Op::Subscribe => "subscribe",
             Op::Presence => "presence",
+            Op::History => "history",
         }
     }
 }

@@ -3,6 +3,7 @@
 
 use super::capability::Op;
 use super::conn::Conn;
+use super::history::{self, Continuity};
 use super::wire::{self, action, presence_action};
 use super::{Format, presence_channel, send, topic};
 use plugin_sdk::{ConnId, host, presence};
@@ -86,24 +87,62 @@ pub fn attach(conn: ConnId, state: &mut Conn, channel: &str, msg: &Map<String, V
             &wire::channel_error(channel, 50000, 500, "cannot attach"),
         );
     }
-    if state.channels.insert(channel.to_string()) {
+    let was_lost = state.lost.remove(channel);
+    if state.channels.insert(channel.to_string()) || was_lost {
         let _ = host::set_attachment(conn, &state.encode());
     }
+    // What the client missed since its channelSerial (a resume, or a re-attach), or what
+    // `rewind` asks for.
+    let serial = msg
+        .get("channelSerial")
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty());
+    let params = msg.get("params").filter(|p| p.is_object());
+    let rewind = params.and_then(|p| p.get("rewind")).and_then(Value::as_str);
+    let mut flags = granted;
+    let backlog = match (serial, rewind) {
+        (Some(s), _) => match history::since(channel, s) {
+            Continuity::Kept(missed) => {
+                if !was_lost {
+                    flags |= wire::RESUMED;
+                }
+                missed
+            }
+            Continuity::Lost => Vec::new(),
+        },
+        (None, Some(r)) => match history::rewind(channel, r) {
+            Some(found) => {
+                if !found.is_empty() {
+                    flags |= wire::HAS_BACKLOG;
+                }
+                found
+            }
+            None => {
+                return send(
+                    conn,
+                    format,
+                    &wire::channel_error(channel, 40000, 400, "invalid rewind parameter"),
+                );
+            }
+        },
+        (None, None) => Vec::new(),
+    };
     let members = if granted & wire::MODE_PRESENCE_SUBSCRIBE != 0 {
         presence::list(&presence_channel(channel), MAX_SYNC_MEMBERS).unwrap_or_default()
     } else {
         Vec::new()
     };
-    let flags = granted
-        | if members.is_empty() {
-            0
-        } else {
-            wire::HAS_PRESENCE
-        };
+    if !members.is_empty() {
+        flags |= wire::HAS_PRESENCE;
+    }
+    let latest = backlog
+        .last()
+        .and_then(|m| m["channelSerial"].as_str().map(str::to_string))
+        .or_else(|| history::latest(channel));
     send(
         conn,
         format,
-        &json!({"action": action::ATTACHED, "channel": channel, "flags": flags}),
+        &history::attached(channel, flags, latest, params),
     );
     if !members.is_empty() {
         let present: Vec<Value> = members
@@ -121,6 +160,9 @@ pub fn attach(conn: ConnId, state: &mut Conn, channel: &str, msg: &Map<String, V
             &json!({"action": action::SYNC, "channel": channel, "channelSerial": "sync:",
                     "presence": present}),
         );
+    }
+    if subscribed {
+        history::replay(conn, format, &backlog);
     }
 }
 

@@ -83,6 +83,42 @@ pub fn decode(format: Format, frame: Frame) -> Result<Map<String, Value>, Decode
     }
 }
 
+/// Decodes a REST body (one message, or a list of them) in `format`; binary `data` becomes
+/// base64 as in [`decode`]. Returns the messages.
+pub fn decode_messages(format: Format, body: &[u8]) -> Result<Vec<Value>, DecodeError> {
+    let value = match format {
+        Format::Json => serde_json::from_slice(body).map_err(|_| DecodeError::Malformed)?,
+        Format::Msgpack => {
+            let mut reader = body;
+            let v = rmpv::decode::read_value(&mut reader).map_err(|_| DecodeError::Malformed)?;
+            if !reader.is_empty() {
+                return Err(DecodeError::Malformed);
+            }
+            from_msgpack(v, 0)?
+        }
+    };
+    let list = match value {
+        Value::Array(items) => items,
+        one @ Value::Object(_) => vec![one],
+        _ => return Err(DecodeError::Malformed),
+    };
+    let mut wrapper = Map::new();
+    wrapper.insert("messages".into(), Value::Array(list));
+    binary_data_to_base64(&mut wrapper);
+    match wrapper.remove("messages") {
+        Some(Value::Array(items)) => Ok(items),
+        _ => Err(DecodeError::Malformed),
+    }
+}
+
+/// Encodes a REST answer body in `format`.
+pub fn encode_body(format: Format, value: &Value) -> Vec<u8> {
+    match format {
+        Format::Json => value.to_string().into_bytes(),
+        Format::Msgpack => to_msgpack(value),
+    }
+}
+
 /// Marker key for binary values while converting from MessagePack (never sent anywhere).
 const BIN: &str = "\u{0}bin";
 

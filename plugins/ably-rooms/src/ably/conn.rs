@@ -8,9 +8,16 @@ use std::collections::BTreeSet;
 /// Attachments of Ably connections start with this byte.
 pub const TAG: u8 = b'A';
 
-/// What the plugin remembers about one connection between frames.
+/// What the plugin remembers about one connection between frames (and, for a connection
+/// that dropped, until it resumes or its state expires).
 #[derive(Debug, Default, Serialize, Deserialize)]
 pub struct Conn {
+    /// The Ably connectionId: the host connection id, or that of the connection it resumed.
+    pub id: String,
+    /// The secret half of the connectionKey (`<id>!<secret>`).
+    pub secret: String,
+    /// The client sent CLOSE: nothing to keep for a resume.
+    pub closing: bool,
     /// The enforced clientId, if any.
     pub client_id: Option<String>,
     /// What it may do.
@@ -23,9 +30,29 @@ pub struct Conn {
     pub echo: bool,
     /// Attached channels.
     pub channels: BTreeSet<String>,
+    /// Channels where this connection is a presence member.
+    pub entered: BTreeSet<String>,
+    /// Channels whose presence member was lost while the connection was away: their next
+    /// ATTACHED says "not resumed" so the client enters again.
+    pub lost: BTreeSet<String>,
 }
 
 impl Conn {
+    /// The connectionKey a client resumes with.
+    pub fn key(&self) -> String {
+        format!("{}!{}", self.id, self.secret)
+    }
+
+    /// The presence member key of this connection (`clientId:connectionId`).
+    pub fn member_key(&self, client_id: &str) -> String {
+        format!("{client_id}:{}", self.id)
+    }
+
+    /// Saves the attachment; false when the connection is gone.
+    pub fn save(&self, conn: plugin_sdk::ConnId) -> bool {
+        plugin_sdk::host::set_attachment(conn, &self.encode()).is_ok()
+    }
+
     /// The attachment bytes.
     pub fn encode(&self) -> Vec<u8> {
         let mut v = vec![TAG];

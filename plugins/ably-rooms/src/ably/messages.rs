@@ -5,7 +5,7 @@ use super::capability::Op;
 use super::channel::valid_name;
 use super::conn::Conn;
 use super::wire::{self, action};
-use super::{fan_out, send};
+use super::{history, send};
 use plugin_sdk::{ConnId, host};
 use serde_json::{Map, Value, json};
 
@@ -63,7 +63,7 @@ pub fn publish(conn: ConnId, state: &Conn, channel: &str, serial: u64, msg: &Map
     if data_size(items) > wire::MAX_MESSAGE_SIZE {
         return refuse((40009, 400, "maximum message length exceeded"));
     }
-    let id = conn.to_string();
+    let id = state.id.clone();
     let now = host::now_ms();
     let mut out = Vec::with_capacity(items.len());
     for (i, item) in items.iter().enumerate() {
@@ -92,6 +92,6 @@ pub fn publish(conn: ConnId, state: &Conn, channel: &str, serial: u64, msg: &Map
         "timestamp": now,
         "messages": out,
     });
-    fan_out(channel, &message, (!state.echo).then_some(conn));
+    history::broadcast(channel, message, (!state.echo).then_some(conn));
     send(conn, state.format, &wire::ack(serial, 1));
 }

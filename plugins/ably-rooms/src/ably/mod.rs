@@ -13,8 +13,11 @@ mod capability;
 mod channel;
 mod codec;
 mod conn;
+mod history;
 mod messages;
 mod presence;
+mod rest;
+mod resume;
 mod token;
 mod wire;
 
@@ -25,8 +28,9 @@ use crate::config::Config;
 use codec::{DecodeError, Format};
 use conn::Conn;
 use plugin_sdk::{ConnId, ConnInfo, Frame, Reject, host};
+pub use rest::{handle as http, serves as serves_http};
+pub use resume::closed;
 use serde_json::{Map, Value, json};
-use std::collections::BTreeSet;
 use wire::action;
 
 /// Prefix of the per-gateway topics of connections that asked for protocol heartbeats
@@ -97,16 +101,23 @@ pub fn open(info: &ConnInfo) -> Result<(), Reject> {
             return Ok(());
         }
     };
-    let state = Conn {
+    let mut state = Conn {
+        id: info.id.to_string(),
+        secret: resume::new_secret(),
         client_id: identity.client_id,
         capability: identity.capability,
         expires_ms: identity.expires_ms,
         format,
         echo: params.echo,
-        channels: BTreeSet::new(),
+        ..Default::default()
     };
+    let resumed = params
+        .resume
+        .as_deref()
+        .map(|key| resume::resume(info.id, &mut state, key));
     host::set_attachment(info.id, &state.encode())
         .map_err(|e| Reject::new(500, format!("cannot register the connection: {e:?}")))?;
+    let _ = plugin_sdk::presence::linger(info.id, resume::PRESENCE_LINGER_MS);
     // The first heartbeat subscriber on this gateway starts the timer; it stops by itself when
     // the last one has gone.
     if params.heartbeats {
@@ -116,25 +127,23 @@ pub fn open(info: &ConnInfo) -> Result<(), Reject> {
         }
     }
     arm_expiry(info.id, state.expires_ms);
-    let mut connected = connected(info.id, &state);
-    if params.resume.is_some() {
-        // Connection state is not kept across transports yet: a resume becomes a new
-        // connection, which ably-js handles by re-attaching its channels.
-        connected["error"] = wire::error_info(80018, 400, "connection could not be resumed");
+    let mut connected = connected(&state);
+    if let Some(Err((code, message))) = resumed {
+        // A new connection: ably-js resets its msgSerial and re-attaches its channels.
+        connected["error"] = wire::error_info(code, 400, message);
     }
     send(info.id, format, &connected);
     Ok(())
 }
 
 /// The CONNECTED message of a connection (also the answer to AUTH).
-fn connected(conn: ConnId, state: &Conn) -> Value {
-    let id = conn.to_string();
+fn connected(state: &Conn) -> Value {
     json!({
         "action": action::CONNECTED,
-        "connectionId": id,
+        "connectionId": state.id,
         "connectionDetails": {
             "clientId": state.client_id,
-            "connectionKey": format!("{id}!{conn:x}"),
+            "connectionKey": state.key(),
             "maxMessageSize": wire::MAX_MESSAGE_SIZE,
             "maxFrameSize": wire::MAX_FRAME_SIZE,
             "maxInboundRate": wire::MAX_INBOUND_RATE,
@@ -230,6 +239,10 @@ pub fn frame(conn: ConnId, attachment: &[u8], frame: Frame) {
             send(conn, state.format, &reply);
         }
         Some(action::CLOSE) => {
+            // An explicit close: presence leaves at once and nothing is kept for a resume.
+            state.closing = true;
+            state.save(conn);
+            let _ = plugin_sdk::presence::linger(conn, 0);
             send(conn, state.format, &json!({"action": action::CLOSED}));
             let _ = host::close(conn, 1000, "closed");
         }
@@ -244,7 +257,7 @@ pub fn frame(conn: ConnId, attachment: &[u8], frame: Frame) {
             None => fail(conn, state.format, 40000, 400, "MESSAGE without msgSerial"),
         },
         Some(action::PRESENCE) => match serial {
-            Some(s) => presence::update(conn, &state, &channel, s, &msg),
+            Some(s) => presence::update(conn, &mut state, &channel, s, &msg),
             None => fail(conn, state.format, 40000, 400, "PRESENCE without msgSerial"),
         },
         // Anything else that expects an ACK (annotations, objects) is refused; the rest is
@@ -288,7 +301,7 @@ fn reauth(conn: ConnId, state: &mut Conn, msg: &Map<String, Value>) {
             state.expires_ms = id.expires_ms;
             arm_expiry(conn, state.expires_ms);
             let _ = host::set_attachment(conn, &state.encode());
-            send(conn, state.format, &connected(conn, state));
+            send(conn, state.format, &connected(state));
         }
         Ok(_) => fail(
             conn,

@@ -7,20 +7,23 @@ use super::channel::valid_name;
 use super::conn::Conn;
 use super::messages::data_size;
 use super::wire::{self, action, presence_action};
-use super::{fan_out, presence_channel, send};
+use super::{history, presence_channel, send};
 use plugin_sdk::{ConnId, Member, host, presence};
 use serde_json::{Map, Value, json};
 
 /// Applies the presence messages of one PRESENCE and ACKs it.
-pub fn update(conn: ConnId, state: &Conn, channel: &str, serial: u64, msg: &Map<String, Value>) {
+pub fn update(
+    conn: ConnId,
+    state: &mut Conn,
+    channel: &str,
+    serial: u64,
+    msg: &Map<String, Value>,
+) {
+    let format = state.format;
     let refuse = |code: u64, status: u64, message: &str| {
-        send(
-            conn,
-            state.format,
-            &wire::nack(serial, 1, code, status, message),
-        );
+        send(conn, format, &wire::nack(serial, 1, code, status, message));
     };
-    let Some(client_id) = &state.client_id else {
+    let Some(client_id) = state.client_id.clone() else {
         return refuse(91000, 400, "presence needs a clientId");
     };
     if !valid_name(channel) {
@@ -35,16 +38,18 @@ pub fn update(conn: ConnId, state: &Conn, channel: &str, serial: u64, msg: &Map<
     if data_size(items) > wire::MAX_MESSAGE_SIZE {
         return refuse(40009, 400, "maximum message length exceeded");
     }
-    let id = conn.to_string();
+    let id = state.id.clone();
     let now = host::now_ms();
     let pchan = presence_channel(channel);
-    let key = format!("{client_id}:{id}");
+    let key = state.member_key(&client_id);
+    let was_entered = state.entered.contains(channel);
     let mut out = Vec::new();
     for (i, item) in items.iter().enumerate() {
         let Some(p) = item.as_object() else {
             return refuse(40000, 400, "a presence message must be an object");
         };
-        if let Err((code, status, message)) = super::messages::check_client_id(p, Some(client_id)) {
+        if let Err((code, status, message)) = super::messages::check_client_id(p, Some(&client_id))
+        {
             return refuse(code, status, message);
         }
         let mut p = p.clone();
@@ -82,6 +87,11 @@ pub fn update(conn: ConnId, state: &Conn, channel: &str, serial: u64, msg: &Map<
         };
         match result {
             Ok(Some(a)) => {
+                if a == presence_action::LEAVE {
+                    state.entered.remove(channel);
+                } else {
+                    state.entered.insert(channel.to_string());
+                }
                 p.insert("action".into(), a.into());
                 out.push(Value::Object(p));
             }
@@ -98,9 +108,12 @@ pub fn update(conn: ConnId, state: &Conn, channel: &str, serial: u64, msg: &Map<
             "timestamp": now,
             "presence": out,
         });
-        fan_out(channel, &message, None);
+        history::broadcast(channel, message, None);
     }
-    send(conn, state.format, &wire::ack(serial, 1));
+    if state.entered.contains(channel) != was_entered {
+        state.save(conn);
+    }
+    send(conn, format, &wire::ack(serial, 1));
 }
 
 /// Announces members the host removed as leaves with a fresh timestamp and an id that is not
@@ -119,9 +132,9 @@ pub fn announce_left(channel: &str, members: &[Member]) {
         })
         .collect();
     if !leaves.is_empty() {
-        fan_out(
+        history::broadcast(
             channel,
-            &json!({"action": action::PRESENCE, "channel": channel, "timestamp": now,
+            json!({"action": action::PRESENCE, "channel": channel, "timestamp": now,
                     "presence": leaves}),
             None,
         );

@@ -65,6 +65,10 @@ pub const CONNECTION_STATE_TTL_MS: u64 = 120_000;
 /// The longest the server stays silent; advertised in CONNECTED.
 pub const MAX_IDLE_INTERVAL_MS: u64 = 15_000;
 
+/// ATTACHED flag: the backlog a `rewind` asked for follows.
+pub const HAS_BACKLOG: u64 = 1 << 1;
+/// ATTACHED flag: continuity kept; nothing was missed.
+pub const RESUMED: u64 = 1 << 2;
 /// Mode flag: may enter presence.
 pub const MODE_PRESENCE: u64 = 1 << 16;
 /// Mode flag: may publish.
