@@ -50,6 +50,33 @@ impl Target {
         })
     }
 
+    /// The target with `key=` (the first key of `GATEWAY_ABLY_KEYS`) added to its query, unless
+    /// it already names a key.
+    pub fn with_ably_key(mut self) -> anyhow::Result<Self> {
+        if self.path_and_query.contains("key=") {
+            return Ok(self);
+        }
+        let keys = std::env::var("GATEWAY_ABLY_KEYS")
+            .context("ably mode needs a key: set GATEWAY_ABLY_KEYS or put key= in the URL")?;
+        let key = keys.split(',').next().unwrap_or_default().trim();
+        let encoded: String = key
+            .bytes()
+            .map(|b| match b {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                    (b as char).to_string()
+                }
+                _ => format!("%{b:02X}"),
+            })
+            .collect();
+        let sep = if self.path_and_query.contains('?') {
+            '&'
+        } else {
+            '?'
+        };
+        self.path_and_query = format!("{}{sep}key={encoded}", self.path_and_query);
+        Ok(self)
+    }
+
     /// The request target with `token` appended as the `token` query parameter.
     pub fn with_token(&self, token: Option<&str>) -> String {
         match token {

@@ -24,6 +24,9 @@ pub enum Mode {
     Chat,
     /// The bare server: no tokens, raw payloads.
     Bare,
+    /// The gateway with the ably-rooms plugin: the Ably realtime protocol (JSON) on channel
+    /// `bench`, key auth from `GATEWAY_ABLY_KEYS`.
+    Ably,
 }
 
 impl Test {
@@ -56,7 +59,13 @@ impl Mode {
         match self {
             Mode::Chat => "chat",
             Mode::Bare => "bare",
+            Mode::Ably => "ably",
         }
+    }
+
+    /// Whether the server sends presence noise after connects that a run must wait out.
+    pub fn has_join_noise(self) -> bool {
+        self == Mode::Chat
     }
 }
 
@@ -104,11 +113,13 @@ pub struct Args {
 /// Help text.
 pub const USAGE: &str = "\
 usage: load <storm|throughput|sustained|fanout|idle> [options]
-  --url URL            loopback only; default ws://127.0.0.1:8080/ws (chat) or ws://127.0.0.1:9001/ws (bare)
+  --url URL            loopback only; default ws://127.0.0.1:8080/ws (chat), ws://127.0.0.1:9001/ws
+                       (bare) or ws://127.0.0.1:8080/?format=json (ably)
   --url2 URL           a second gateway (same Redis): odd-numbered connections open there; the
                        fanout publisher stays on --url
   --publisher-url URL  fanout: the publisher connects here instead of --url
-  --mode chat|bare     chat: JWT + chat envelopes (gateway); bare: raw frames (bare-server)
+  --mode chat|bare|ably  chat: JWT + chat envelopes (gateway); bare: raw frames (bare-server);
+                       ably: the Ably protocol (gateway, ably-rooms; key from $GATEWAY_ABLY_KEYS)
   --secret S           HS256 secret (default: $GATEWAY_JWT_SECRET)
   --conns N            connections; subscribers for fanout (100)
   --concurrency C      connection attempts in flight (100)
@@ -190,6 +201,7 @@ pub fn parse(argv: impl IntoIterator<Item = String>) -> anyhow::Result<Args> {
                 args.mode = match v.as_str() {
                     "chat" => Mode::Chat,
                     "bare" => Mode::Bare,
+                    "ably" => Mode::Ably,
                     _ => bail!(bad()),
                 }
             }
@@ -213,6 +225,7 @@ pub fn parse(argv: impl IntoIterator<Item = String>) -> anyhow::Result<Args> {
         args.url = match args.mode {
             Mode::Chat => "ws://127.0.0.1:8080/ws",
             Mode::Bare => "ws://127.0.0.1:9001/ws",
+            Mode::Ably => "ws://127.0.0.1:8080/?format=json&heartbeats=false&v=6",
         }
         .into();
     }

@@ -43,8 +43,13 @@ impl Ctx {
 /// Runs the scenario selected by `args` and returns its report.
 pub async fn run(args: Args) -> anyhow::Result<Report> {
     let target = Target::parse(&args.url)?;
+    let target = if args.mode == Mode::Ably {
+        target.with_ably_key()?
+    } else {
+        target
+    };
     let minter = match args.mode {
-        Mode::Bare => None,
+        Mode::Bare | Mode::Ably => None,
         Mode::Chat => {
             let secret = args
                 .secret
@@ -53,12 +58,16 @@ pub async fn run(args: Args) -> anyhow::Result<Report> {
             Some(Arc::new(token::Minter::new(&secret)))
         }
     };
-    let second = args.url2.as_deref().map(Target::parse).transpose()?;
-    let publisher = args
-        .publisher_url
-        .as_deref()
-        .map(Target::parse)
-        .transpose()?;
+    let parse = |url: &str| -> anyhow::Result<Target> {
+        let t = Target::parse(url)?;
+        if args.mode == Mode::Ably {
+            t.with_ably_key()
+        } else {
+            Ok(t)
+        }
+    };
+    let second = args.url2.as_deref().map(parse).transpose()?;
+    let publisher = args.publisher_url.as_deref().map(parse).transpose()?;
     let opener = Arc::new(
         Opener::new(target, args.mode, minter, args.users).with_targets(second, publisher),
     );

@@ -13,6 +13,7 @@ use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::{Instant, timeout_at};
 
 use super::cli::Mode;
+use super::payload::ABLY_CHANNEL;
 use super::session::{ReadStats, Shared, read_loop};
 use super::token::Minter;
 use crate::client::{Conn, Writer, connect, obligation_sender};
@@ -92,7 +93,9 @@ impl Opener {
 
     async fn open_on(&self, target: &Target, token: Option<&str>) -> Result<Conn, String> {
         let mut conn = connect(target, token).await.map_err(|e| e.label())?;
-        if self.mode == Mode::Chat {
+        if self.mode == Mode::Ably {
+            ably_handshake(&mut conn).await?;
+        } else if self.mode == Mode::Chat {
             let mut send_fn = obligation_sender(&conn.writer);
             loop {
                 let frame = conn
@@ -109,6 +112,49 @@ impl Opener {
         }
         Ok(conn)
     }
+}
+
+/// Waits for CONNECTED, attaches the bench channel and waits for ATTACHED.
+async fn ably_handshake(conn: &mut Conn) -> Result<(), String> {
+    async fn until(conn: &mut Conn, action: &[u8], what: &str) -> Result<(), String> {
+        let mut send_fn = obligation_sender(&conn.writer);
+        loop {
+            let frame = conn
+                .reader
+                .read_frame(&mut send_fn)
+                .await
+                .map_err(|_| format!("lost before {what}"))?;
+            match frame.opcode {
+                OpCode::Text if frame.payload.windows(action.len()).any(|w| w == action) => {
+                    return Ok(());
+                }
+                OpCode::Text if frame.payload.starts_with(b"{\"action\":9") => {
+                    return Err(format!("refused before {what}"));
+                }
+                OpCode::Close => return Err(format!("closed before {what}")),
+                _ => {}
+            }
+        }
+    }
+    until(conn, b"\"action\":4", "CONNECTED").await?;
+    let mut buf = Vec::new();
+    let attach = format!("{{\"action\":10,\"channel\":\"{ABLY_CHANNEL}\"}}");
+    crate::frame::encode_client(
+        &mut buf,
+        crate::frame::OP_TEXT,
+        attach.as_bytes(),
+        rand_key(),
+    );
+    conn.writer
+        .write_raw(&buf)
+        .await
+        .map_err(|e| format!("io: {}", e.kind()))?;
+    until(conn, b"\"action\":11", "ATTACHED").await
+}
+
+/// A masking key for the one-off ATTACH frame.
+fn rand_key() -> [u8; 4] {
+    (crate::clock::now_ns() as u32).to_le_bytes()
 }
 
 /// An open connection whose reader runs in its own task.

@@ -13,6 +13,9 @@ use crate::frame::{Masker, OP_TEXT, encode_client};
 static SEQ: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"seq\":"));
 static T: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"t\":"));
 
+/// The channel every connection attaches in ably mode.
+pub const ABLY_CHANNEL: &str = "bench";
+
 /// Builds stamped messages of a fixed size and encodes them as client frames.
 pub struct MessageBuilder {
     mode: Mode,
@@ -36,13 +39,33 @@ impl MessageBuilder {
     pub fn payload(&mut self, seq: u64) -> &[u8] {
         let s = &mut self.scratch;
         s.clear();
-        let (head, tail): (&[u8], &[u8]) = match self.mode {
-            Mode::Chat => (b"{\"message_type\":\"text\",\"data\":{", b"\"}}"),
-            Mode::Bare => (b"{", b"\"}"),
+        let tail: &[u8] = match self.mode {
+            Mode::Chat => {
+                s.extend_from_slice(b"{\"message_type\":\"text\",\"data\":{");
+                b"\"}}"
+            }
+            Mode::Bare => {
+                s.push(b'{');
+                b"\"}"
+            }
+            Mode::Ably => {
+                // A MESSAGE whose msgSerial is the message number (one sender per connection).
+                let _ = write!(
+                    s,
+                    "{{\"action\":15,\"channel\":\"{ABLY_CHANNEL}\",\"msgSerial\":{seq},\"messages\":[{{\"name\":\"m\",\"data\":{{"
+                );
+                b"\"}}]}"
+            }
         };
-        s.extend_from_slice(head);
+        // In ably mode `--size` is the size of the message's data (an object, `{...}`), as Ably
+        // counts a message's size; otherwise the size of the whole frame payload.
+        let data_start = s.len() - 1;
         let _ = write!(s, "\"seq\":{seq},\"t\":{},\"pad\":\"", now_ns());
-        let pad = self.size.saturating_sub(s.len() + tail.len());
+        let used = match self.mode {
+            Mode::Ably => s.len() - data_start + 2,
+            _ => s.len() + tail.len(),
+        };
+        let pad = self.size.saturating_sub(used);
         s.resize(s.len() + pad, b'x');
         s.extend_from_slice(tail);
         &self.scratch
@@ -96,12 +119,27 @@ mod tests {
 
     #[test]
     fn sizes_and_round_trip() {
-        for mode in [Mode::Chat, Mode::Bare] {
+        for mode in [Mode::Chat, Mode::Bare, Mode::Ably] {
             let mut b = MessageBuilder::new(mode, 100, 1);
             let p = b.payload(42).to_vec();
-            assert_eq!(p.len(), 100);
+            assert!(
+                p.len() == 100 || mode == Mode::Ably,
+                "{mode:?}: {}",
+                p.len()
+            );
+            if mode == Mode::Ably {
+                let v: serde_json::Value = serde_json::from_slice(&p).unwrap();
+                assert_eq!(v["messages"][0]["data"].to_string().len(), 100);
+            }
             let v: serde_json::Value = serde_json::from_slice(&p).unwrap();
-            let data = if mode == Mode::Chat { &v["data"] } else { &v };
+            let data = match mode {
+                Mode::Chat => &v["data"],
+                Mode::Bare => &v,
+                Mode::Ably => {
+                    assert_eq!(v["msgSerial"], 42);
+                    &v["messages"][0]["data"]
+                }
+            };
             assert_eq!(data["seq"], 42);
             let (seq, t) = parse_stamp(&p).unwrap();
             assert_eq!(seq, 42);

@@ -23,6 +23,9 @@ pub struct Config {
     /// Ably: a gateway auth profile whose tokens are accepted as `access_token` (clientId from
     /// `sub` or `user_id`, capability from an `x-ably-capability` claim, else everything).
     pub token_profile: Option<String>,
+    /// Ably: messages (MESSAGE and PRESENCE) per second one connection may send, with bursts
+    /// of as many; more are NACKed with 42910. 0 = no limit.
+    pub max_inbound_rate: u64,
     /// Ably: how long a channel's messages are kept for resume, rewind and history (seconds).
     pub history_seconds: u64,
     /// The parsed `capabilities`.
@@ -40,6 +43,7 @@ impl Default for Config {
             capabilities: BTreeMap::new(),
             token_profile: None,
             history_seconds: 120,
+            max_inbound_rate: 100,
             parsed_capabilities: BTreeMap::new(),
         }
     }
@@ -80,6 +84,7 @@ impl Config {
             "capabilities",
             "token_profile",
             "history_seconds",
+            "max_inbound_rate",
         ];
         let unknown = value
             .as_object()

@@ -31,6 +31,7 @@ export const ablyToml = () => [
   'path = "/"',
   'kind = "websocket"',
   'plugin = "ably-rooms"',
+  'limits = { max_frame_bytes = 524288, max_message_bytes = 524288 }',
   '',
   '[[routes]]',
   'path = "/time"',

@@ -11,7 +11,6 @@ use tokio::time::{Instant, timeout_at};
 
 use super::{Totals, counts_json, finish, ns_window, settle, wait_delivery};
 use crate::loadgen::Ctx;
-use crate::loadgen::cli::Mode;
 use crate::loadgen::open::start_peer;
 use crate::loadgen::pace::Pacer;
 use crate::loadgen::payload::MessageBuilder;
@@ -43,7 +42,7 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<Report> {
         .map_err(|e| anyhow!("publisher connect: {e}"))?;
     let publisher = start_peer(conn, &pub_shared);
 
-    let settled = a.mode == Mode::Bare || settle(&shared, ctx.deadline).await;
+    let settled = !a.mode.has_join_noise() || settle(&shared, ctx.deadline).await;
     let noise_frames = shared.frames.load(Relaxed);
     progress::note(format!(
         "fanout: {subs} subscribers ready; publishing {} messages at {} msg/s, {} per write",

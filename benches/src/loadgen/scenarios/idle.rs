@@ -11,7 +11,6 @@ use crate::loadgen::open::Peer;
 
 use super::{Totals, counts_json, finish, settle};
 use crate::loadgen::Ctx;
-use crate::loadgen::cli::Mode;
 use crate::loadgen::progress;
 use crate::loadgen::report::{Report, r3};
 use crate::loadgen::session::Shared;
@@ -31,7 +30,7 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<Report> {
     let client_before = self_rss_kib();
     let (shared, guard, opened) = super::open_all(ctx, "idle", "connections").await;
     let n = opened.peers.len() as u64;
-    let settled = a.mode == Mode::Bare || settle(&shared, ctx.deadline).await;
+    let settled = !a.mode.has_join_noise() || settle(&shared, ctx.deadline).await;
     let pongs = if a.ping {
         Some(ping_all(&opened.peers, &shared, ctx.deadline).await)
     } else {

@@ -12,7 +12,6 @@ use super::throughput::collect;
 use super::{Totals, counts_json, finish, ns_window, settle, wait_delivery};
 use crate::clock::now_ns;
 use crate::loadgen::Ctx;
-use crate::loadgen::cli::Mode;
 use crate::loadgen::pace::Pacer;
 use crate::loadgen::payload::MessageBuilder;
 use crate::loadgen::progress;
@@ -27,7 +26,7 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<Report> {
     let a = &ctx.args;
     let (shared, guard, opened) = super::open_all(ctx, "sustained", "connections").await;
     let n = opened.peers.len() as u64;
-    let settled = a.mode == Mode::Bare || settle(&shared, ctx.deadline).await;
+    let settled = !a.mode.has_join_noise() || settle(&shared, ctx.deadline).await;
     let noise = shared.frames.load(Relaxed);
     let rate = if a.rate > 0.0 { a.rate } else { 1.0 };
     progress::note(format!(

@@ -11,7 +11,6 @@ use tokio::time::Instant;
 use super::{Totals, counts_json, finish, ns_window, settle, wait_delivery};
 use crate::clock::now_ns;
 use crate::loadgen::Ctx;
-use crate::loadgen::cli::Mode;
 use crate::loadgen::pace::Pacer;
 use crate::loadgen::payload::MessageBuilder;
 use crate::loadgen::progress;
@@ -26,7 +25,7 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<Report> {
     let a = &ctx.args;
     let (shared, guard, opened) = super::open_all(ctx, "throughput", "connections").await;
     let n = opened.peers.len() as u64;
-    let settled = a.mode == Mode::Bare || settle(&shared, ctx.deadline).await;
+    let settled = !a.mode.has_join_noise() || settle(&shared, ctx.deadline).await;
     progress::note(format!(
         "throughput: {n} connections sending {} messages each, {} per write",
         a.messages, a.burst

@@ -161,7 +161,21 @@ pub fn attach(conn: ConnId, state: &mut Conn, channel: &str, msg: &Map<String, V
                     "presence": present}),
         );
     }
-    if subscribed {
+    if subscribed && serial.is_some() && flags & wire::RESUMED != 0 {
+        // The client drops messages that arrive before ATTACHED: read once more from the last
+        // serial replayed, so what was published while this attach ran is not lost (it may
+        // come twice: at-least-once on resume).
+        history::replay(conn, format, &backlog);
+        let from = backlog
+            .last()
+            .and_then(|m| m["channelSerial"].as_str().map(str::to_string))
+            .or(serial.map(str::to_string));
+        if let Some(from) = from
+            && let Continuity::Kept(more) = history::since(channel, &from)
+        {
+            history::replay(conn, format, &more);
+        }
+    } else if subscribed {
         history::replay(conn, format, &backlog);
     }
 }

@@ -32,12 +32,34 @@ pub struct Conn {
     pub channels: BTreeSet<String>,
     /// Channels where this connection is a presence member.
     pub entered: BTreeSet<String>,
+    /// Inbound rate limit: tokens left and when they were counted (ms).
+    pub tokens: f64,
+    /// See `tokens`.
+    pub tokens_at: u64,
     /// Channels whose presence member was lost while the connection was away: their next
     /// ATTACHED says "not resumed" so the client enters again.
     pub lost: BTreeSet<String>,
 }
 
 impl Conn {
+    /// Takes one token of a bucket holding `rate` per second (and at most `rate`); false when
+    /// the connection sends faster than that. A rate of 0 never limits.
+    pub fn take_token(&mut self, now_ms: u64, rate: u64) -> bool {
+        if rate == 0 {
+            return true;
+        }
+        let rate = rate as f64;
+        let elapsed = now_ms.saturating_sub(self.tokens_at) as f64 / 1000.0;
+        self.tokens = (self.tokens + elapsed * rate).min(rate);
+        self.tokens_at = now_ms;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+
     /// The connectionKey a client resumes with.
     pub fn key(&self) -> String {
         format!("{}!{}", self.id, self.secret)
@@ -63,5 +85,24 @@ impl Conn {
     /// Reads an attachment written by [`Conn::encode`].
     pub fn decode(attachment: &[u8]) -> Option<Conn> {
         serde_json::from_slice(attachment.strip_prefix(&[TAG])?).ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_bucket() {
+        let mut c = Conn::default();
+        // A fresh connection starts with a full second's worth.
+        assert!((0..10).all(|_| c.take_token(1_000_000, 10)));
+        assert!(!c.take_token(1_000_000, 10));
+        assert!(
+            c.take_token(1_000_100, 10),
+            "a tenth of a second refills one"
+        );
+        assert!(!c.take_token(1_000_100, 10));
+        assert!((0..1000).all(|_| c.take_token(5, 0)), "0 = no limit");
     }
 }

@@ -146,7 +146,7 @@ fn connected(state: &Conn) -> Value {
             "connectionKey": state.key(),
             "maxMessageSize": wire::MAX_MESSAGE_SIZE,
             "maxFrameSize": wire::MAX_FRAME_SIZE,
-            "maxInboundRate": wire::MAX_INBOUND_RATE,
+            "maxInboundRate": Config::current().max_inbound_rate,
             "connectionStateTtl": wire::CONNECTION_STATE_TTL_MS,
             "maxIdleInterval": wire::MAX_IDLE_INTERVAL_MS,
             "serverId": "gateway",
@@ -230,7 +230,22 @@ pub fn frame(conn: ConnId, attachment: &[u8], frame: Frame) {
         .unwrap_or_default()
         .to_string();
     let serial = msg.get("msgSerial").and_then(Value::as_u64);
-    match msg.get("action").and_then(Value::as_u64) {
+    let action = msg.get("action").and_then(Value::as_u64);
+    if let (Some(s), Some(action::MESSAGE | action::PRESENCE)) = (serial, action) {
+        let rate = Config::current().max_inbound_rate;
+        if rate > 0 {
+            let allowed = state.take_token(host::now_ms(), rate);
+            state.save(conn);
+            if !allowed {
+                return send(
+                    conn,
+                    state.format,
+                    &wire::nack(s, 1, 42910, 429, "rate limit exceeded: too many messages"),
+                );
+            }
+        }
+    }
+    match action {
         Some(action::HEARTBEAT) => {
             let mut reply = json!({"action": action::HEARTBEAT});
             if let Some(id) = msg.get("id") {

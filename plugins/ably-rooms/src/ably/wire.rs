@@ -58,8 +58,6 @@ pub const HAS_PRESENCE: u64 = 1;
 pub const MAX_MESSAGE_SIZE: usize = 65536;
 /// Largest WebSocket frame; advertised in CONNECTED.
 pub const MAX_FRAME_SIZE: usize = 524_288;
-/// Messages per second a connection may send; advertised in CONNECTED.
-pub const MAX_INBOUND_RATE: u64 = 100;
 /// How long the server keeps a dropped connection's state; advertised in CONNECTED.
 pub const CONNECTION_STATE_TTL_MS: u64 = 120_000;
 /// The longest the server stays silent; advertised in CONNECTED.
