@@ -210,5 +210,24 @@ for (const [mode, binary] of [['embedded', false], ['embedded', true], ['redis',
       await assert.rejects(ch.publish('x', 'y'), (e) => e.code === 40160)
       await assert.rejects(narrow.channels.get(unique('other')).attach(), (e) => e.code === 40160)
     })
+
+    itest(getEnv, 'an expiring token is renewed through authCallback; authorize() re-authenticates in place', async (env) => {
+      let calls = 0
+      const { client } = await connect(env.gateways[0], {
+        key: undefined,
+        authCallback: (_params, done) => { calls++; done(null, ablyJwt({ clientId: 'renewer', ttl: calls === 1 ? 2 : 3600 })) }
+      })
+      const firstId = client.connection.id
+      // The first token expires after 2 s: the gateway closes with 40142 and the client comes
+      // back with a fresh token from its callback.
+      await waitFor(() => calls >= 2 && client.connection.state === 'connected', { timeout: 15000, what: 'a renewed connection' })
+      assert.equal(client.auth.clientId, 'renewer')
+      const id = client.connection.id
+      await client.auth.authorize()
+      assert.ok(calls >= 3)
+      assert.equal(client.connection.id, id, 'authorize() keeps the connection')
+      assert.equal(client.connection.state, 'connected')
+      assert.ok(firstId)
+    })
   })
 }
