@@ -50,7 +50,7 @@ sed -e "s#^listen = .*#listen = [\"127.0.0.1:$port\"]#" \
     -e "s#^path = \"data/storage\"#path = \"$work/storage\"#" \
     -e "s#^wasm = \"dist/#wasm = \"$PWD/dist/#" \
     -e "s#^cache_dir = .*#cache_dir = \"$PWD/.gateway-cache\"#" \
-    -e "s#^history_seconds = .*#history_seconds = 120\nmax_inbound_rate = 0#" plugins.toml > "$work/gateway.toml"
+    -e "s#^max_inbound_rate = .*#max_inbound_rate = 0#" plugins.toml > "$work/gateway.toml"
 RUST_LOG=warn "$BIN/gateway" serve --config "$work/gateway.toml" >"$work/gateway.log" 2>&1 &
 pids+=($!)
 wait_port "$port"

@@ -23,6 +23,8 @@ export const ablyToml = () => [
   'max_instances = 4',
   '[plugins.ably-rooms.config]',
   `keys = [${q(KEY)}, ${q(OTHER_KEY)}]`,
+  // Tokens of the gateway's own `std` profile work too (clientId = sub).
+  'token_profile = "std"',
   // KEY may do everything; OTHER_KEY only what this says.
   '[plugins.ably-rooms.config.capabilities]',
   `${q(OTHER_KEY.split(':')[0])} = { "public:*" = ["subscribe"], "chat:*" = ["*"] }`,

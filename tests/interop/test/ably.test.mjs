@@ -7,6 +7,7 @@ import crypto from 'node:crypto'
 import { after, describe } from 'node:test'
 import { ablyJwt, ablyToml, atLeast, closeAll, collect, connect as connectClient, OTHER_KEY } from '../lib/ably.js'
 import { itest, useEnv } from '../lib/fixture.js'
+import { stdToken } from '../lib/tokens.js'
 import { waitFor } from '../lib/wait.js'
 
 const unique = (p) => `${p}-${crypto.randomBytes(4).toString('hex')}`
@@ -185,6 +186,14 @@ for (const [mode, binary] of [['embedded', false], ['embedded', true], ['redis',
         authCallback: (_params, done) => done(null, ablyJwt({ clientId: 'cb-user' }))
       })
       assert.equal(cb.auth.clientId, 'cb-user')
+    })
+
+    itest(getEnv, "a token of the gateway's own auth profile works; its sub is the clientId", async (env) => {
+      const { client } = await connect(env.gateways[0], { key: undefined, token: stdToken('profile-user') })
+      assert.equal(client.auth.clientId, 'profile-user')
+      const bad = await connect(env.gateways[0], { key: undefined, token: stdToken('x', { secret: 'not-the-secret' }) },
+        { expect: 'failed' })
+      assert.ok([40144, 40171].includes(bad.change.reason.code), `code ${bad.change.reason.code}`)
     })
 
     itest(getEnv, 'capabilities: a channel outside them fails with 40160, a subscribe-only one refuses publish', async (env) => {
