@@ -2,6 +2,7 @@
 //! a shared, already-encoded frame into each subscriber's bounded outbox.
 
 use crate::config::Limits;
+use crate::hold::{Holds, Position, Released, Verdict};
 use crate::metrics::Metrics;
 use crate::wire::outbox::{Outbox, Push};
 use bytes::Bytes;
@@ -112,6 +113,7 @@ pub struct Hub {
     node: u32,
     interest: OnceLock<Arc<dyn TopicInterest>>,
     metrics: Arc<Metrics>,
+    holds: Holds,
 }
 
 impl Hub {
@@ -129,6 +131,7 @@ impl Hub {
             node,
             interest: OnceLock::new(),
             metrics,
+            holds: Holds::default(),
         }
     }
 
@@ -189,6 +192,9 @@ impl Hub {
         let Some(conn) = self.conns.write().remove(&id) else {
             return;
         };
+        if self.holds.any() {
+            self.holds.drop_conn(id);
+        }
         let topics = std::mem::take(&mut *conn.topics.lock());
         if topics.is_empty() {
             return;
@@ -280,9 +286,40 @@ impl Hub {
         Ok(n)
     }
 
+    /// Subscribes like [`Hub::subscribe`], holding positioned frames of the topic for this
+    /// connection until [`Hub::release`] (see [`crate::hold`]).
+    pub fn subscribe_held(&self, id: ConnId, topic: &str) -> Result<u32, HubError> {
+        self.holds.start(id, topic);
+        let r = self.subscribe(id, topic);
+        if r.is_err() {
+            self.holds.drop_topic(id, topic);
+        }
+        r
+    }
+
+    /// Ends a hold: queues the held frames positioned after `after`, in position order. A hold
+    /// that overflowed closes the connection with 1013 instead (its client recovers).
+    pub fn release(&self, id: ConnId, topic: &str, after: Position) -> Result<(), HubError> {
+        let conn = self.get(id).ok_or(HubError::NotFound)?;
+        match self.holds.release(id, topic, after) {
+            Released::Frames(frames) => {
+                for f in frames {
+                    self.deliver(&conn, f);
+                }
+            }
+            Released::Overflowed => {
+                conn.outbox.close(1013, "too much to catch up, reconnect");
+            }
+        }
+        Ok(())
+    }
+
     /// Removes a connection from a topic; returns how many local members remain.
     pub fn unsubscribe(&self, id: ConnId, topic: &str) -> Result<u32, HubError> {
         let conn = self.get(id).ok_or(HubError::NotFound)?;
+        if self.holds.any() {
+            self.holds.drop_topic(id, topic);
+        }
         let mut ct = conn.topics.lock();
         ct.retain(|t| &**t != topic);
         let mut map = self.topics.write();
@@ -316,13 +353,39 @@ impl Hub {
 
     /// Queues one shared frame to every member of a topic except `except`; returns the count.
     pub fn publish(&self, topic: &str, frame: &Bytes, except: Option<ConnId>) -> u32 {
+        self.publish_at(topic, frame, except, None)
+    }
+
+    /// Like [`Hub::publish`], for a frame at position `at` of a retained log: members holding
+    /// the topic keep it back until they are released (see [`crate::hold`]).
+    pub fn publish_at(
+        &self,
+        topic: &str,
+        frame: &Bytes,
+        except: Option<ConnId>,
+        at: Option<Position>,
+    ) -> u32 {
         let map = self.topics.read();
         let Some(members) = map.get(topic) else {
             return 0;
         };
+        let holding = at.filter(|_| self.holds.any());
         let mut n = 0;
         for (id, conn) in members {
-            if Some(*id) != except && self.push(conn, frame.clone()) {
+            if Some(*id) == except {
+                continue;
+            }
+            if let Some(at) = holding {
+                match self.holds.offer(*id, topic, at, frame) {
+                    Verdict::Deliver => {}
+                    Verdict::Held => continue,
+                    Verdict::Overflow => {
+                        conn.outbox.close(1013, "too much to catch up, reconnect");
+                        continue;
+                    }
+                }
+            }
+            if self.push(conn, frame.clone()) {
                 n += 1;
             }
         }

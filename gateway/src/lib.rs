@@ -39,6 +39,9 @@ pub mod kv;
 // Connections, topics and fan-out.
 pub mod hub;
 
+// Frames held back from connections catching up on a topic.
+pub mod hold;
+
 // WebSocket framing and the bounded outbound queue.
 pub mod wire;
 

@@ -104,10 +104,11 @@ impl RedisBus {
         }
     }
 
-    /// Publishes `frame` to the other instances' members of `topic`.
-    pub fn publish(&self, topic: &str, frame: &[u8], except: Option<ConnId>) {
+    /// Publishes `frame` (at position `at` of a retained log, if it has one) to the other
+    /// instances' members of `topic`.
+    pub fn publish(&self, topic: &str, frame: &[u8], except: Option<ConnId>, at: Option<u128>) {
         let channel = format!("{}{topic}", self.topic_prefix);
-        self.enqueue(channel, message::publish(self.node, except, frame));
+        self.enqueue(channel, message::publish(self.node, except, at, frame));
     }
 
     /// Sends `frame` to connection `conn` of node `node`.
@@ -313,6 +314,7 @@ impl RedisBus {
             Message::Publish {
                 origin,
                 except,
+                at,
                 frame,
             } => {
                 if origin == self.node {
@@ -320,7 +322,7 @@ impl RedisBus {
                 }
                 if let Some(topic) = channel.strip_prefix(&self.topic_prefix) {
                     self.stats.received.fetch_add(1, Relaxed);
-                    self.hub.publish(topic, &frame, except);
+                    self.hub.publish_at(topic, &frame, except, at);
                 }
             }
             Message::Send { conn, frame, .. } => {

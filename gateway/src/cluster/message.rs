@@ -2,7 +2,8 @@
 //! channel) or a frame or close for one connection (sent on its instance's channel).
 //!
 //! Layout: kind (1 byte), origin node (u32 BE), then per kind: publish = except (u64 BE, 0 =
-//! none) and the encoded frame; send = connection (u64 BE) and the encoded frame; close =
+//! none) and the encoded frame; positioned publish = except, the position (u128 BE) and the
+//! encoded frame; send = connection (u64 BE) and the encoded frame; close =
 //! connection (u64 BE), code (u16 BE) and the UTF-8 reason. Frames travel already encoded for
 //! the wire, so the receiving instance queues the same bytes into every local outbox.
 
@@ -12,6 +13,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 const PUBLISH: u8 = 1;
 const SEND: u8 = 2;
 const CLOSE: u8 = 3;
+const PUBLISH_AT: u8 = 4;
 const HEADER: usize = 1 + 4 + 8;
 
 /// A decoded bus message.
@@ -23,6 +25,8 @@ pub enum Message {
         origin: u32,
         /// The connection left out, if any.
         except: Option<ConnId>,
+        /// Its position in a retained log, if it has one (see `crate::hold`).
+        at: Option<u128>,
         /// The encoded frame.
         frame: Bytes,
     },
@@ -57,8 +61,15 @@ fn header(kind: u8, origin: u32, id: u64, extra: usize) -> BytesMut {
 }
 
 /// A publish of `frame` by node `origin`.
-pub fn publish(origin: u32, except: Option<ConnId>, frame: &[u8]) -> Bytes {
-    let mut b = header(PUBLISH, origin, except.unwrap_or(0), frame.len());
+pub fn publish(origin: u32, except: Option<ConnId>, at: Option<u128>, frame: &[u8]) -> Bytes {
+    let mut b = match at {
+        None => header(PUBLISH, origin, except.unwrap_or(0), frame.len()),
+        Some(at) => {
+            let mut b = header(PUBLISH_AT, origin, except.unwrap_or(0), 16 + frame.len());
+            b.put_u128(at);
+            b
+        }
+    };
     b.put_slice(frame);
     b.freeze()
 }
@@ -91,7 +102,14 @@ pub fn decode(payload: Bytes) -> Option<Message> {
         PUBLISH => Some(Message::Publish {
             origin,
             except: (id != 0).then_some(id),
+            at: None,
             frame: rest,
+        }),
+        PUBLISH_AT if rest.len() >= 16 => Some(Message::Publish {
+            origin,
+            except: (id != 0).then_some(id),
+            at: Some(u128::from_be_bytes(rest[..16].try_into().ok()?)),
+            frame: rest.slice(16..),
         }),
         SEND => Some(Message::Send {
             origin,
@@ -116,18 +134,20 @@ mod tests {
     fn round_trips() {
         let f = b"\x81\x02hi";
         assert_eq!(
-            decode(publish(7, Some((3 << 32) | 9), f)),
+            decode(publish(7, Some((3 << 32) | 9), None, f)),
             Some(Message::Publish {
                 origin: 7,
                 except: Some((3 << 32) | 9),
+                at: None,
                 frame: Bytes::from_static(f)
             })
         );
         assert_eq!(
-            decode(publish(7, None, f)),
+            decode(publish(7, None, Some((5 << 64) | 2), f)),
             Some(Message::Publish {
                 origin: 7,
                 except: None,
+                at: Some((5 << 64) | 2),
                 frame: Bytes::from_static(f)
             })
         );

@@ -152,9 +152,21 @@ impl Cluster {
     /// number of local recipients; members on other instances are reached through one Redis
     /// `PUBLISH` and are not counted.
     pub fn publish(&self, topic: &str, frame: &Bytes, except: Option<ConnId>) -> u32 {
-        let n = self.hub.publish(topic, frame, except);
+        self.publish_at(topic, frame, except, None)
+    }
+
+    /// Like [`Cluster::publish`], for a frame at position `at` of a retained log (connections
+    /// catching up on the topic hold it until they are released; see [`crate::hold`]).
+    pub fn publish_at(
+        &self,
+        topic: &str,
+        frame: &Bytes,
+        except: Option<ConnId>,
+        at: Option<u128>,
+    ) -> u32 {
+        let n = self.hub.publish_at(topic, frame, except, at);
         if let Some(bus) = &self.bus {
-            bus.publish(topic, frame, except);
+            bus.publish(topic, frame, except, at);
         }
         n
     }

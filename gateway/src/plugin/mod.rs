@@ -30,6 +30,7 @@ pub mod bindings {
             "gateway:plugin/storage": async,
             "gateway:plugin/presence": async,
             "gateway:plugin/host.subscribe": async,
+            "gateway:plugin/host.subscribe-held": async,
             "gateway:plugin/host.kv-get": async,
             "gateway:plugin/host.kv-set": async,
             "gateway:plugin/host.kv-delete": async,

@@ -1,4 +1,5 @@
-// Bad input on the Ably route, with a raw WebSocket client: malformed JSON and MessagePack,
+// Raw protocol checks on the Ably route (heartbeats for browsers), and bad input, with a raw
+// WebSocket client: malformed JSON and MessagePack,
 // the wrong frame type, unknown actions, wrong types, oversize messages and floods get the
 // Ably error a real server gives (ERROR + close, or a NACK), and the gateway stays up.
 import assert from 'node:assert/strict'
@@ -86,4 +87,14 @@ describe('ably bad input (embedded)', () => {
     assert.equal(ok.got[0].action, 4)
     ok.ws.close()
   })
+
+  itest(getEnv, 'a heartbeats=true client (a browser) gets HEARTBEATs while idle', async (env) => {
+    const c = await raw(env.gw, 'json', `key=${encodeURIComponent(KEY)}&heartbeats=true`)
+    const idle = c.got[0].connectionDetails.maxIdleInterval
+    assert.equal(idle, 15000)
+    const start = Date.now()
+    await waitFor(() => c.got.some((m) => m.action === 0), { timeout: idle, interval: 100, what: 'a server HEARTBEAT' })
+    assert.ok(Date.now() - start < idle)
+    c.ws.close()
+  }, { timeout: 30000 })
 })

@@ -50,13 +50,10 @@ for (const mode of ['embedded', 'redis']) {
       proxy.restore()
       await reachState(alice, ['connected'])
       for (let i = 11; i <= 15; i++) await pub.publish('n', String(i))
-      // Every message arrives, in order; one published in the instant of the re-attach may come
-      // twice (at-least-once on resume), never out of order after its first copy.
-      const distinct = () => got.map((m) => m.data).filter((d, i, all) => all.indexOf(d) === i)
-      await waitFor(() => distinct().length >= 16, { what: () => `16 messages, have ${JSON.stringify(got.map((m) => m.data))}` })
+      await waitFor(() => got.length >= 16, { what: () => `16 messages, have ${JSON.stringify(got.map((m) => m.data))}` })
+      await sleep(300)
       assert.equal(alice.connection.id, firstId, 'the connection was resumed')
-      assert.deepEqual(distinct(), [...Array(16).keys()].map(String), 'every message, in order')
-      assert.ok(got.length <= 17, `at most one duplicate: ${JSON.stringify(got.map((m) => m.data))}`)
+      assert.deepEqual(got.map((m) => m.data), [...Array(16).keys()].map(String), 'every message once, in order')
       const members = await bob.channels.get(name).presence.get()
       assert.deepEqual(members.map((m) => m.clientId), ['alice'])
       assert.ok(!seen.includes('leave:alice'), `no leave was announced: ${seen}`)

@@ -96,6 +96,51 @@ impl host::Host for HostState {
         Ok(n)
     }
 
+    async fn subscribe_held(&mut self, conn: u64, topic: String) -> Result<u32, types::HostError> {
+        if topic.len() > MAX_TOPIC {
+            return Err(types::HostError::TooLarge(format!(
+                "topic longer than {MAX_TOPIC} bytes"
+            )));
+        }
+        let n = self
+            .shared
+            .hub
+            .subscribe_held(conn, &self.shared.topic_key(&topic))
+            .map_err(hub_err)?;
+        if n == 1 {
+            let started = Instant::now();
+            self.shared.cluster.subscriptions_settled().await;
+            self.credit(started);
+        }
+        Ok(n)
+    }
+
+    fn release(&mut self, conn: u64, topic: String, after: String) -> Result<(), types::HostError> {
+        let after = crate::hold::position(&after)
+            .ok_or_else(|| types::HostError::Invalid(format!("bad position '{after}'")))?;
+        self.shared
+            .hub
+            .release(conn, &self.shared.topic_key(&topic), after)
+            .map_err(hub_err)
+    }
+
+    fn publish_at(
+        &mut self,
+        topic: String,
+        frame: types::Frame,
+        except: Option<u64>,
+        position: String,
+    ) -> u32 {
+        let at = crate::hold::position(&position);
+        match Self::encode(&frame) {
+            Ok(b) => self
+                .shared
+                .cluster
+                .publish_at(&self.shared.topic_key(&topic), &b, except, at),
+            Err(_) => 0,
+        }
+    }
+
     fn unsubscribe(&mut self, conn: u64, topic: String) -> Result<u32, types::HostError> {
         self.shared
             .hub

@@ -74,7 +74,17 @@ pub fn attach(conn: ConnId, state: &mut Conn, channel: &str, msg: &Map<String, V
         );
     }
     let t = topic(format, channel);
-    let joined = if subscribed {
+    // A resume or a rewind replays history: hold live frames meanwhile, so each message
+    // arrives once and in order whether it came from the replay or live.
+    let replaying = msg
+        .get("channelSerial")
+        .and_then(Value::as_str)
+        .is_some_and(|s| !s.is_empty())
+        || msg.get("params").and_then(|p| p.get("rewind")).is_some();
+    let held = subscribed && replaying;
+    let joined = if held {
+        host::subscribe_held(conn, &t).is_ok()
+    } else if subscribed {
         host::subscribe(conn, &t).is_ok()
     } else {
         let _ = host::unsubscribe(conn, &t);
@@ -118,6 +128,9 @@ pub fn attach(conn: ConnId, state: &mut Conn, channel: &str, msg: &Map<String, V
                 found
             }
             None => {
+                if held {
+                    let _ = host::release(conn, &t, "0");
+                }
                 return send(
                     conn,
                     format,
@@ -161,22 +174,22 @@ pub fn attach(conn: ConnId, state: &mut Conn, channel: &str, msg: &Map<String, V
                     "presence": present}),
         );
     }
-    if subscribed && serial.is_some() && flags & wire::RESUMED != 0 {
-        // The client drops messages that arrive before ATTACHED: read once more from the last
-        // serial replayed, so what was published while this attach ran is not lost (it may
-        // come twice: at-least-once on resume).
+    if subscribed {
         history::replay(conn, format, &backlog);
-        let from = backlog
+    }
+    if held {
+        // Live frames held since the subscription: those the replay already had are dropped,
+        // the rest follow it. Without a replay, everything held goes out.
+        let upto = backlog
             .last()
             .and_then(|m| m["channelSerial"].as_str().map(str::to_string))
-            .or(serial.map(str::to_string));
-        if let Some(from) = from
-            && let Continuity::Kept(more) = history::since(channel, &from)
-        {
-            history::replay(conn, format, &more);
-        }
-    } else if subscribed {
-        history::replay(conn, format, &backlog);
+            .or_else(|| {
+                (flags & wire::RESUMED != 0)
+                    .then(|| serial.map(str::to_string))
+                    .flatten()
+            })
+            .unwrap_or_else(|| "0".to_string());
+        let _ = host::release(conn, &t, &upto);
     }
 }
 

@@ -27,13 +27,18 @@ pub fn keep_ms() -> u64 {
 /// without a serial: live delivery never waits on history.
 pub fn broadcast(channel: &str, mut message: Value, except: Option<ConnId>) {
     match streams::append(&key(channel), message.to_string().as_bytes(), keep_ms()) {
-        Ok(id) => message["channelSerial"] = id.into(),
-        Err(e) => host::log(
-            plugin_sdk::LogLevel::Warn,
-            &format!("ably-rooms: history of {channel} unavailable: {e:?}"),
-        ),
+        Ok(id) => {
+            message["channelSerial"] = id.clone().into();
+            fan_out(channel, &message, except, Some(&id));
+        }
+        Err(e) => {
+            host::log(
+                plugin_sdk::LogLevel::Warn,
+                &format!("ably-rooms: history of {channel} unavailable: {e:?}"),
+            );
+            fan_out(channel, &message, except, None);
+        }
     }
-    fan_out(channel, &message, except);
 }
 
 /// A stream entry as the ProtocolMessage it stored, with its channelSerial.

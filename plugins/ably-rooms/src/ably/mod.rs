@@ -54,10 +54,15 @@ fn send(conn: ConnId, format: Format, message: &Value) {
     let _ = host::send(conn, &format.encode(message));
 }
 
-/// Sends one ProtocolMessage to every attached connection of `channel`, on every gateway.
-fn fan_out(channel: &str, message: &Value, except: Option<ConnId>) {
+/// Sends one ProtocolMessage to every attached connection of `channel`, on every gateway; with
+/// the `position` of the message in the channel's history when it has one.
+fn fan_out(channel: &str, message: &Value, except: Option<ConnId>, position: Option<&str>) {
     for format in Format::ALL {
-        host::publish(&topic(format, channel), &format.encode(message), except);
+        let (topic, frame) = (topic(format, channel), format.encode(message));
+        match position {
+            Some(at) => host::publish_at(&topic, &frame, except, at),
+            None => host::publish(&topic, &frame, except),
+        };
     }
 }
 
