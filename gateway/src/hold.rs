@@ -2,8 +2,10 @@
 //! replays a retained log to a connection subscribes it "held", replays, then releases with the
 //! position it replayed up to: held frames at or before it are dropped (the replay had them),
 //! later ones go out in position order, so the connection sees every message once, in order.
-//! Only positioned publishes are held. A hold nobody releases ends by itself after
-//! [`MAX_HOLD`], and one that overflows closes its connection rather than lose frames quietly.
+//! After the release the hold stays a fence for [`MAX_HOLD`]: a frame of another gateway whose
+//! append the replay saw but whose publish arrives late is still dropped. Only positioned
+//! publishes are held. A hold nobody releases ends by itself after [`MAX_HOLD`], and one that
+//! overflows closes its connection rather than lose frames quietly.
 
 use bytes::Bytes;
 use parking_lot::Mutex;
@@ -34,13 +36,15 @@ struct Hold {
     since: Instant,
     frames: Vec<(Position, Bytes)>,
     overflowed: bool,
+    /// Released: frames at or before this position are dropped until the hold lapses.
+    fence: Option<Position>,
 }
 
 /// What a publish should do with a frame for one member.
 pub enum Verdict {
     /// Deliver it now.
     Deliver,
-    /// Kept back.
+    /// Kept back, or dropped behind a fence.
     Held,
     /// The hold overflowed: close the connection.
     Overflow,
@@ -67,6 +71,27 @@ impl Holds {
         self.count.load(Relaxed) > 0
     }
 
+    /// Whether some connection holds `topic` (one scan over the holds, which also drops those
+    /// that lapsed); the fan-out asks once per publish, and only when [`Holds::any`].
+    pub fn topic_held(&self, topic: &str) -> bool {
+        let mut map = self.by_conn.lock();
+        let mut found = false;
+        let mut lapsed = 0;
+        map.retain(|_, list| {
+            list.retain(|h| {
+                let keep = h.since.elapsed() <= MAX_HOLD;
+                if !keep {
+                    lapsed += 1;
+                }
+                found |= keep && &*h.topic == topic;
+                keep
+            });
+            !list.is_empty()
+        });
+        self.count.fetch_sub(lapsed, Relaxed);
+        found
+    }
+
     /// Starts holding positioned frames of `topic` for `conn`.
     pub fn start(&self, conn: ConnId, topic: &str) {
         let mut map = self.by_conn.lock();
@@ -79,6 +104,7 @@ impl Holds {
             since: Instant::now(),
             frames: Vec::new(),
             overflowed: false,
+            fence: None,
         });
         self.count.fetch_add(1, Relaxed);
     }
@@ -89,12 +115,26 @@ impl Holds {
         let Some(list) = map.get_mut(&conn) else {
             return Verdict::Deliver;
         };
-        let Some(h) = list.iter_mut().find(|h| &*h.topic == topic) else {
+        let Some(i) = list.iter().position(|h| &*h.topic == topic) else {
             return Verdict::Deliver;
         };
+        let h = &mut list[i];
         if h.since.elapsed() > MAX_HOLD {
-            // Never released (the plugin failed mid-replay): let the frames flow again.
+            // A fence that served its time, or a hold never released (the plugin failed
+            // mid-replay): let the frames flow again.
+            list.swap_remove(i);
+            if list.is_empty() {
+                map.remove(&conn);
+            }
+            self.count.fetch_sub(1, Relaxed);
             return Verdict::Deliver;
+        }
+        if let Some(fence) = h.fence {
+            return if at <= fence {
+                Verdict::Held
+            } else {
+                Verdict::Deliver
+            };
         }
         if h.frames.len() >= MAX_FRAMES {
             let first = !h.overflowed;
@@ -109,15 +149,25 @@ impl Holds {
         Verdict::Held
     }
 
-    /// Ends the hold of `conn` on `topic`: frames after `after`, in position order.
+    /// Ends the hold of `conn` on `topic`: frames after `after`, in position order; the hold
+    /// becomes a fence at `after` for what is left of [`MAX_HOLD`].
     pub fn release(&self, conn: ConnId, topic: &str, after: Position) -> Released {
-        let Some(h) = self.take(conn, topic) else {
+        let mut map = self.by_conn.lock();
+        let Some(h) = map
+            .get_mut(&conn)
+            .and_then(|list| list.iter_mut().find(|h| &*h.topic == topic))
+        else {
             return Released::Frames(Vec::new());
         };
+        if h.fence.is_some() {
+            return Released::Frames(Vec::new());
+        }
+        h.fence = Some(after);
+        h.since = Instant::now();
         if h.overflowed {
             return Released::Overflowed;
         }
-        let mut frames = h.frames;
+        let mut frames = std::mem::take(&mut h.frames);
         frames.sort_by_key(|(at, _)| *at);
         Released::Frames(
             frames
@@ -173,7 +223,16 @@ mod tests {
             panic!("no overflow")
         };
         assert_eq!(out, [f("five"), f("seven")]);
+        // Released, it fences: a late frame the replay had is dropped, newer ones flow.
+        assert!(h.any());
+        assert!(matches!(h.offer(1, "t", 2, &f("late")), Verdict::Held));
+        assert!(matches!(h.offer(1, "t", 8, &f("new")), Verdict::Deliver));
+        h.drop_topic(1, "t");
         assert!(!h.any());
+        h.start(3, "u");
+        assert!(h.topic_held("u"));
+        assert!(!h.topic_held("t"));
+        h.drop_conn(3);
         assert_eq!(position("5-2"), Some((5 << 64) | 2));
         assert!(position("5-2") > position("5-1"));
         assert!(position("6") > position("5-99"));
@@ -191,6 +250,7 @@ mod tests {
         assert!(matches!(h.offer(1, "t", 0, &b), Verdict::Overflow));
         assert!(matches!(h.offer(1, "t", 0, &b), Verdict::Held));
         assert!(matches!(h.release(1, "t", 0), Released::Overflowed));
+        h.drop_conn(1); // the hub closes such a connection
         h.start(2, "a");
         h.start(2, "b");
         h.drop_conn(2);

@@ -369,7 +369,7 @@ impl Hub {
         let Some(members) = map.get(topic) else {
             return 0;
         };
-        let holding = at.filter(|_| self.holds.any());
+        let holding = at.filter(|_| self.holds.any() && self.holds.topic_held(topic));
         let mut n = 0;
         for (id, conn) in members {
             if Some(*id) == except {

@@ -97,4 +97,26 @@ describe('ably bad input (embedded)', () => {
     assert.ok(Date.now() - start < idle)
     c.ws.close()
   }, { timeout: 30000 })
+
+  itest(getEnv, 'resume: a forged key gets 80018, an unknown one 80008, the real one the same connectionId', async (env) => {
+    const first = await raw(env.gw)
+    const { connectionId, connectionDetails } = first.got[0]
+    first.ws.terminate() // a dropped socket: its state is kept for a resume
+    await waitFor(() => first.closed !== null, { what: 'dropped' })
+    await new Promise((resolve) => setTimeout(resolve, 200))
+    const resume = (key) => raw(env.gw, 'json', `key=${encodeURIComponent(KEY)}&resume=${encodeURIComponent(key)}`)
+    const forged = await resume(connectionDetails.connectionKey.replace(/!.*/, '!0000'))
+    assert.equal(forged.got[0].action, 4)
+    assert.equal(forged.got[0].error.code, 80018)
+    assert.notEqual(forged.got[0].connectionId, connectionId)
+    const unknown = await resume('999!abc')
+    assert.equal(unknown.got[0].error.code, 80008)
+    const real = await resume(connectionDetails.connectionKey)
+    assert.equal(real.got[0].connectionId, connectionId)
+    assert.equal(real.got[0].error, undefined)
+    // While the resumed connection lives, its key cannot be taken over again.
+    const again = await resume(connectionDetails.connectionKey)
+    assert.equal(again.got[0].error.code, 80008)
+    real.ws.close()
+  })
 })

@@ -26,12 +26,13 @@ for (const mode of ['embedded', 'redis']) {
     })
     const second = (env) => env.gateways[env.gateways.length - 1]
 
-    itest(getEnv, 'a dropped socket resumes: same connectionId, presence kept, no message missed', async (env) => {
+    for (const binary of [true, false]) {
+    itest(getEnv, `a dropped socket resumes (${binary ? 'msgpack' : 'json'}): same connectionId, presence kept, every message once`, async (env) => {
       const name = unique('resume')
       const proxy = await startProxy(env.gateways[0].port)
       proxies.push(proxy)
       const { client: alice } = await connect(env.gateways[0], {
-        clientId: 'alice', port: proxy.port, disconnectedRetryTimeout: 300, useBinaryProtocol: true
+        clientId: 'alice', port: proxy.port, disconnectedRetryTimeout: 300, useBinaryProtocol: binary
       })
       const { client: bob } = await connect(second(env), { clientId: 'bob' })
       const got = await collect(alice.channels.get(name))
@@ -63,6 +64,7 @@ for (const mode of ['embedded', 'redis']) {
       await atLeast(bobGot, 1)
       assert.equal(bobGot[0].connectionId, firstId)
     }, { timeout: 45000 })
+    }
 
     itest(getEnv, 'a client that does not come back leaves presence after about 15 s; CLOSE leaves at once', async (env) => {
       const name = unique('linger')
