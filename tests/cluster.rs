@@ -271,13 +271,13 @@ async fn chat_survives_a_redis_crash() {
     let mut bob = connect(&p.b, "bob").await;
     let rss_before = (rss_kib(p.a.pid()), rss_kib(p.b.pid()));
 
-    // 2 KiB texts from alice, 400 a second, for the whole drill (bounded by count and time).
+    // 1 KiB texts from alice, 400 a second, for the whole drill (bounded by count and time).
     let sender = alice.sender();
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let load = {
         let stop = stop.clone();
         tokio::spawn(async move {
-            let pad = "x".repeat(2048);
+            let pad = "x".repeat(1024);
             let started = Instant::now();
             let mut sent = 0u64;
             while !stop.load(std::sync::atomic::Ordering::Relaxed)
@@ -325,15 +325,20 @@ async fn chat_survives_a_redis_crash() {
             .await;
         let until = Instant::now() + Duration::from_millis(500);
         let mut found = false;
-        while let Some(ev) = bob
-            .recv_within(until.saturating_duration_since(Instant::now()))
-            .await
-        {
-            if let WsEvent::Text(t) = ev
-                && t.contains(&tag)
+        while Instant::now() < until {
+            match bob
+                .recv_within(until.saturating_duration_since(Instant::now()))
+                .await
             {
-                found = true;
-                break;
+                Some(WsEvent::Text(t)) if t.contains(&tag) => {
+                    found = true;
+                    break;
+                }
+                Some(end @ (WsEvent::Close { .. } | WsEvent::Disconnected(_))) => {
+                    panic!("bob's connection ended during the drill: {end:?}")
+                }
+                Some(_) => {}
+                None => break,
             }
         }
         if found {

@@ -154,3 +154,36 @@ async fn more_traps_than_instances_keep_the_pool_alive() {
         "six traps (plus three deadlines) happened: {health}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_cannot_touch_another_plugins_connections() {
+    let gw = Gateway::start(format!(
+        "{}\n[plugins.echo]\nwasm = @ECHO_WASM@\n\n[[routes]]\npath = \"/echo\"\nkind = \"websocket\"\nplugin = \"echo\"\n",
+        faulty_config(2)
+    ));
+    let mut victim = gw.ws("/echo").await;
+    assert_eq!(
+        victim.recv_text().await,
+        "hello",
+        "the echo plugin's greeting"
+    );
+    let mut attacker = gw.ws("/faulty").await;
+    attacker.send_text("whoami").await;
+    let me: u64 = attacker.recv_text().await.parse().unwrap();
+    // The echo connection was accepted just before: its id is one less.
+    attacker.send_text(&format!("poke {}", me - 1)).await;
+    assert_eq!(
+        attacker.recv_text().await,
+        "info=refused attach=refused subscribe=refused send=refused close=refused"
+    );
+    // Its own connection is fine (close last: it ends the connection).
+    let mut other = gw.ws("/faulty").await;
+    other.send_text(&format!("poke {me}")).await;
+    assert_eq!(
+        other.recv_text().await,
+        "info=ok attach=ok subscribe=ok send=ok close=ok"
+    );
+    // The victim saw nothing and still works.
+    victim.send_text("still here").await;
+    assert_eq!(victim.recv_text().await, "still here");
+}

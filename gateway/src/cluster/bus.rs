@@ -111,16 +111,19 @@ impl RedisBus {
         self.enqueue(channel, message::publish(self.node, except, at, frame));
     }
 
-    /// Sends `frame` to connection `conn` of node `node`.
-    pub fn send(&self, node: u32, conn: ConnId, frame: &[u8]) {
+    /// Sends `frame` to connection `conn` (of plugin `plugin`) of node `node`.
+    pub fn send(&self, node: u32, conn: ConnId, plugin: &str, frame: &[u8]) {
         let channel = format!("{}{node}", self.node_prefix);
-        self.enqueue(channel, message::send(self.node, conn, frame));
+        self.enqueue(channel, message::send(self.node, conn, plugin, frame));
     }
 
-    /// Closes connection `conn` of node `node`.
-    pub fn close(&self, node: u32, conn: ConnId, code: u16, reason: &str) {
+    /// Closes connection `conn` (of plugin `plugin`) of node `node`.
+    pub fn close(&self, node: u32, conn: ConnId, plugin: &str, code: u16, reason: &str) {
         let channel = format!("{}{node}", self.node_prefix);
-        self.enqueue(channel, message::close(self.node, conn, code, reason));
+        self.enqueue(
+            channel,
+            message::close(self.node, conn, plugin, code, reason),
+        );
     }
 
     /// Bytes waiting to be published.
@@ -325,15 +328,26 @@ impl RedisBus {
                     self.hub.publish_at(topic, &frame, except, at);
                 }
             }
-            Message::Send { conn, frame, .. } => {
-                self.stats.received.fetch_add(1, Relaxed);
-                let _ = self.hub.send(conn, frame);
-            }
-            Message::Close {
-                conn, code, reason, ..
+            Message::Send {
+                conn,
+                plugin,
+                frame,
+                ..
             } => {
                 self.stats.received.fetch_add(1, Relaxed);
-                if let Some(c) = self.hub.get(conn) {
+                if let Some(c) = self.hub.get(conn).filter(|c| *c.plugin == *plugin) {
+                    self.hub.deliver(&c, frame);
+                }
+            }
+            Message::Close {
+                conn,
+                plugin,
+                code,
+                reason,
+                ..
+            } => {
+                self.stats.received.fetch_add(1, Relaxed);
+                if let Some(c) = self.hub.get(conn).filter(|c| *c.plugin == *plugin) {
                     c.outbox.close(code, &reason);
                 }
             }

@@ -3,8 +3,9 @@
 //!
 //! Layout: kind (1 byte), origin node (u32 BE), then per kind: publish = except (u64 BE, 0 =
 //! none) and the encoded frame; positioned publish = except, the position (u128 BE) and the
-//! encoded frame; send = connection (u64 BE) and the encoded frame; close =
-//! connection (u64 BE), code (u16 BE) and the UTF-8 reason. Frames travel already encoded for
+//! encoded frame; send = connection (u64 BE), the sending plugin's name (u8 length + UTF-8)
+//! and the encoded frame; close = connection (u64 BE), the plugin's name, code (u16 BE) and
+//! the UTF-8 reason. The receiver acts only on a connection of that plugin. Frames travel already encoded for
 //! the wire, so the receiving instance queues the same bytes into every local outbox.
 
 use crate::hub::ConnId;
@@ -36,6 +37,8 @@ pub enum Message {
         origin: u32,
         /// The target connection.
         conn: ConnId,
+        /// The plugin that sent it (the connection must be one of its own).
+        plugin: String,
         /// The encoded frame.
         frame: Bytes,
     },
@@ -45,6 +48,8 @@ pub enum Message {
         origin: u32,
         /// The target connection.
         conn: ConnId,
+        /// The plugin that closes it (the connection must be one of its own).
+        plugin: String,
         /// WebSocket close code.
         code: u16,
         /// Close reason.
@@ -74,16 +79,33 @@ pub fn publish(origin: u32, except: Option<ConnId>, at: Option<u128>, frame: &[u
     b.freeze()
 }
 
-/// A frame for connection `conn`.
-pub fn send(origin: u32, conn: ConnId, frame: &[u8]) -> Bytes {
-    let mut b = header(SEND, origin, conn, frame.len());
+/// Plugin names longer than this are cut (plugin names are short config keys).
+const MAX_PLUGIN_NAME: usize = 255;
+
+fn put_plugin(b: &mut BytesMut, plugin: &str) {
+    let name = &plugin.as_bytes()[..plugin.len().min(MAX_PLUGIN_NAME)];
+    b.put_u8(name.len() as u8);
+    b.put_slice(name);
+}
+
+fn take_plugin(rest: &Bytes) -> Option<(String, Bytes)> {
+    let n = usize::from(*rest.first()?);
+    let name = std::str::from_utf8(rest.get(1..1 + n)?).ok()?.to_string();
+    Some((name, rest.slice(1 + n..)))
+}
+
+/// A frame for connection `conn` of plugin `plugin`.
+pub fn send(origin: u32, conn: ConnId, plugin: &str, frame: &[u8]) -> Bytes {
+    let mut b = header(SEND, origin, conn, 1 + plugin.len() + frame.len());
+    put_plugin(&mut b, plugin);
     b.put_slice(frame);
     b.freeze()
 }
 
-/// A close of connection `conn`.
-pub fn close(origin: u32, conn: ConnId, code: u16, reason: &str) -> Bytes {
-    let mut b = header(CLOSE, origin, conn, 2 + reason.len());
+/// A close of connection `conn` of plugin `plugin`.
+pub fn close(origin: u32, conn: ConnId, plugin: &str, code: u16, reason: &str) -> Bytes {
+    let mut b = header(CLOSE, origin, conn, 1 + plugin.len() + 2 + reason.len());
+    put_plugin(&mut b, plugin);
     b.put_u16(code);
     b.put_slice(reason.as_bytes());
     b.freeze()
@@ -111,17 +133,25 @@ pub fn decode(payload: Bytes) -> Option<Message> {
             at: Some(u128::from_be_bytes(rest[..16].try_into().ok()?)),
             frame: rest.slice(16..),
         }),
-        SEND => Some(Message::Send {
-            origin,
-            conn: id,
-            frame: rest,
-        }),
-        CLOSE if rest.len() >= 2 => Some(Message::Close {
-            origin,
-            conn: id,
-            code: u16::from_be_bytes([rest[0], rest[1]]),
-            reason: String::from_utf8_lossy(&rest[2..]).into_owned(),
-        }),
+        SEND => {
+            let (plugin, frame) = take_plugin(&rest)?;
+            Some(Message::Send {
+                origin,
+                conn: id,
+                plugin,
+                frame,
+            })
+        }
+        CLOSE => {
+            let (plugin, rest) = take_plugin(&rest)?;
+            (rest.len() >= 2).then(|| Message::Close {
+                origin,
+                conn: id,
+                plugin,
+                code: u16::from_be_bytes([rest[0], rest[1]]),
+                reason: String::from_utf8_lossy(&rest[2..]).into_owned(),
+            })
+        }
         _ => None,
     }
 }
@@ -152,18 +182,20 @@ mod tests {
             })
         );
         assert_eq!(
-            decode(send(1, 42, f)),
+            decode(send(1, 42, "chat", f)),
             Some(Message::Send {
                 origin: 1,
                 conn: 42,
+                plugin: "chat".into(),
                 frame: Bytes::from_static(f)
             })
         );
         assert_eq!(
-            decode(close(2, 5, 4000, "bye")),
+            decode(close(2, 5, "ably-rooms", 4000, "bye")),
             Some(Message::Close {
                 origin: 2,
                 conn: 5,
+                plugin: "ably-rooms".into(),
                 code: 4000,
                 reason: "bye".into()
             })

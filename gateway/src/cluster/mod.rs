@@ -171,31 +171,49 @@ impl Cluster {
         n
     }
 
-    /// Queues `frame` on connection `conn`, on whichever instance holds it. A connection of
-    /// another instance is not checked: the frame is dropped there if it is gone.
-    pub fn send(&self, conn: ConnId, frame: Bytes) -> Result<(), HubError> {
+    /// Queues `frame` on connection `conn` of plugin `plugin`, on whichever instance holds it.
+    /// A connection of another plugin is `NotFound`; one of another instance is checked there
+    /// (the frame is dropped if it is gone or not the plugin's).
+    pub fn send(&self, conn: ConnId, plugin: &str, frame: Bytes) -> Result<(), HubError> {
         match &self.bus {
             Some(bus) if node_of(conn) != self.node() => {
-                bus.send(node_of(conn), conn, &frame);
-                Ok(())
-            }
-            _ => self.hub.send(conn, frame),
-        }
-    }
-
-    /// Closes connection `conn`, on whichever instance holds it.
-    pub fn close(&self, conn: ConnId, code: u16, reason: &str) -> Result<(), HubError> {
-        match &self.bus {
-            Some(bus) if node_of(conn) != self.node() => {
-                bus.close(node_of(conn), conn, code, reason);
+                bus.send(node_of(conn), conn, plugin, &frame);
                 Ok(())
             }
             _ => {
-                let c = self.hub.get(conn).ok_or(HubError::NotFound)?;
-                c.outbox.close(code, reason);
+                let c = self.own(conn, plugin)?;
+                self.hub.deliver(&c, frame);
                 Ok(())
             }
         }
+    }
+
+    /// Closes connection `conn` of plugin `plugin`, on whichever instance holds it.
+    pub fn close(
+        &self,
+        conn: ConnId,
+        plugin: &str,
+        code: u16,
+        reason: &str,
+    ) -> Result<(), HubError> {
+        match &self.bus {
+            Some(bus) if node_of(conn) != self.node() => {
+                bus.close(node_of(conn), conn, plugin, code, reason);
+                Ok(())
+            }
+            _ => {
+                self.own(conn, plugin)?.outbox.close(code, reason);
+                Ok(())
+            }
+        }
+    }
+
+    /// A local connection of plugin `plugin`.
+    pub fn own(&self, conn: ConnId, plugin: &str) -> Result<Arc<crate::hub::Conn>, HubError> {
+        self.hub
+            .get(conn)
+            .filter(|c| *c.plugin == *plugin)
+            .ok_or(HubError::NotFound)
     }
 
     /// `/health`'s view of the cluster.

@@ -39,10 +39,24 @@ fn hub_err(e: HubError) -> types::HostError {
 
 impl types::Host for HostState {}
 
+impl HostState {
+    /// A local connection of the calling plugin; any other is `not-found`, so a plugin can
+    /// neither see nor touch another plugin's connections.
+    fn own(&self, conn: u64) -> Result<std::sync::Arc<Conn>, types::HostError> {
+        self.shared
+            .cluster
+            .own(conn, &self.shared.name)
+            .map_err(hub_err)
+    }
+}
+
 impl host::Host for HostState {
     fn send(&mut self, conn: u64, frame: types::Frame) -> Result<(), types::HostError> {
         let bytes = Self::encode(&frame)?;
-        self.shared.cluster.send(conn, bytes).map_err(hub_err)
+        self.shared
+            .cluster
+            .send(conn, &self.shared.name, bytes)
+            .map_err(hub_err)
     }
 
     fn close(&mut self, conn: u64, code: u16, reason: String) -> Result<(), types::HostError> {
@@ -53,7 +67,7 @@ impl host::Host for HostState {
         }
         self.shared
             .cluster
-            .close(conn, code, &reason)
+            .close(conn, &self.shared.name, code, &reason)
             .map_err(hub_err)
     }
 
@@ -63,17 +77,13 @@ impl host::Host for HostState {
                 "attachment larger than {MAX_ATTACHMENT} bytes"
             )));
         }
-        let c = self
-            .shared
-            .hub
-            .get(conn)
-            .ok_or(types::HostError::NotFound)?;
+        let c = self.own(conn)?;
         *c.attachment.lock() = Bytes::from(data);
         Ok(())
     }
 
     fn connection_info(&mut self, conn: u64) -> Option<types::ConnInfo> {
-        self.shared.hub.get(conn).map(|c| conn_info(&c))
+        self.own(conn).ok().map(|c| conn_info(&c))
     }
 
     async fn subscribe(&mut self, conn: u64, topic: String) -> Result<u32, types::HostError> {
@@ -82,6 +92,7 @@ impl host::Host for HostState {
                 "topic longer than {MAX_TOPIC} bytes"
             )));
         }
+        self.own(conn)?;
         let n = self
             .shared
             .hub
@@ -102,6 +113,7 @@ impl host::Host for HostState {
                 "topic longer than {MAX_TOPIC} bytes"
             )));
         }
+        self.own(conn)?;
         let n = self
             .shared
             .hub
@@ -116,6 +128,7 @@ impl host::Host for HostState {
     }
 
     fn release(&mut self, conn: u64, topic: String, after: String) -> Result<(), types::HostError> {
+        self.own(conn)?;
         let after = crate::hold::position(&after)
             .ok_or_else(|| types::HostError::Invalid(format!("bad position '{after}'")))?;
         self.shared
@@ -142,6 +155,7 @@ impl host::Host for HostState {
     }
 
     fn unsubscribe(&mut self, conn: u64, topic: String) -> Result<u32, types::HostError> {
+        self.own(conn)?;
         self.shared
             .hub
             .unsubscribe(conn, &self.shared.topic_key(&topic))

@@ -8,6 +8,10 @@
 //! - `kv-set KEY VALUE [TTL_MS]`, `kv-get KEY`, `kv-del KEY`, `kv-scan PREFIX LIMIT`,
 //!   `kv-count PREFIX`: answer with one text frame (`ok`, `err ...`, the value, `none`, `true`,
 //!   `false`, `KEY=VALUE` pairs joined by `,`, or the count).
+//! - `whoami`: answers with the connection's id.
+//! - `poke ID`: tries `connection-info`, `set-attachment`, `subscribe`, `send` and `close` (4000)
+//!   on connection ID and answers `info=.. attach=.. subscribe=.. send=.. close=..`, each `ok`
+//!   or `refused` (the host must refuse them for another plugin's connection).
 //!
 //! Every other frame (text or binary) is echoed back unchanged to its sender.
 
@@ -26,11 +30,32 @@ impl Plugin for Faulty {
                     let _ = host::send(conn, &Frame::Text(kv_command(t)));
                     return;
                 }
+                "whoami" => {
+                    let _ = host::send(conn, &Frame::Text(conn.to_string()));
+                    return;
+                }
+                t if t.starts_with("poke ") => {
+                    let target = t[5..].parse().unwrap_or(0);
+                    let _ = host::send(conn, &Frame::Text(poke(target)));
+                    return;
+                }
                 _ => {}
             }
         }
         let _ = host::send(conn, &frame);
     }
+}
+
+fn poke(target: u64) -> String {
+    let word = |ok: bool| if ok { "ok" } else { "refused" };
+    format!(
+        "info={} attach={} subscribe={} send={} close={}",
+        word(host::connection_info(target).is_some()),
+        word(host::set_attachment(target, b"hijacked").is_ok()),
+        word(host::subscribe(target, "hijack").is_ok()),
+        word(host::send(target, &Frame::Text("hijack".into())).is_ok()),
+        word(host::close(target, 4000, "hijack").is_ok()),
+    )
 }
 
 fn kv_command(cmd: &str) -> String {
