@@ -125,3 +125,51 @@ async fn sigterm_does_not_wait_forever_for_a_silent_client() {
         silent.ended
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn draining_answers_503_and_a_second_signal_exits_at_once() {
+    let mut gw = Gateway::start(shutdown_config());
+    // A silent client keeps the drain going for the whole grace period (3 s here).
+    let token = gw.token("sam");
+    let _silent = gw
+        .ws_with(
+            &format!("/ws?token={token}"),
+            WsOptions {
+                paused: true,
+                recv_buffer: Some(4096),
+                ..WsOptions::default()
+            },
+        )
+        .await
+        .unwrap_or_else(|e| panic!("silent client: {e}"));
+    gw.sigterm();
+    let health = gw
+        .poll_until("/health says draining", TIMEOUT, || async {
+            let r = gw.get("/health").await;
+            (r.status == 503).then(|| r.json())
+        })
+        .await;
+    assert_eq!(health["status"], json!("draining"));
+    // New clients are turned away while draining.
+    let refused = gw
+        .ws_with(
+            &format!("/ws?token={}", gw.token("late")),
+            WsOptions::default(),
+        )
+        .await;
+    assert!(
+        refused.is_err(),
+        "a new connection was accepted while draining"
+    );
+    // A second signal does not wait for the grace period: the process ends at once, with a
+    // failure status (a clean drain exits 0).
+    gw.sigterm();
+    let status = gw
+        .wait_exit(EXIT_BOUND)
+        .await
+        .unwrap_or_else(|| panic!("gateway still running after a second SIGTERM"));
+    assert!(
+        !status.success(),
+        "a forced exit is not a clean one: {status:?}"
+    );
+}

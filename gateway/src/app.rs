@@ -60,6 +60,8 @@ pub struct App {
     pub admin_key: Option<String>,
     /// Streams, storage and the compaction worker.
     pub backends: crate::backends::Backends,
+    /// Set when shutdown begins: `/health` answers 503 and new connections are refused.
+    pub draining: std::sync::atomic::AtomicBool,
     engine: PluginEngine,
     config_path: Option<PathBuf>,
     config_status: Mutex<ConfigStatus>,
@@ -126,6 +128,7 @@ impl App {
                 .ok()
                 .filter(|k| !k.is_empty()),
             backends,
+            draining: std::sync::atomic::AtomicBool::new(false),
             engine,
             config_status: Mutex::new(ConfigStatus {
                 path: config_path.as_ref().map(|p| p.display().to_string()),

@@ -47,7 +47,15 @@ pub fn run(rest: &[String], dev: bool) -> anyhow::Result<()> {
         }
         banner(&app, running.addrs[0]);
         signal.await;
-        running.shutdown().await;
+        // A second signal while draining ends the process at once.
+        let again = shutdown_signal()?;
+        tokio::select! {
+            _ = running.shutdown() => {}
+            _ = again => {
+                tracing::warn!("second signal: exiting without waiting for connections");
+                std::process::exit(1);
+            }
+        }
         app.backends.close().await;
         anyhow::Ok(())
     })

@@ -9,7 +9,9 @@ mod limits;
 mod plugins;
 
 pub use auth::{AuthProfile, ExpUnit, TokenSource, parse_algorithm};
-pub use backends::{RedisConfig, StorageConfig, StorageKind, StreamsConfig, WorkerConfig};
+pub use backends::{
+    RedisConfig, StorageConfig, StorageKind, StreamsConfig, WorkerConfig, redacted_url,
+};
 pub use faults::{FaultPolicy, OnFault};
 pub use limits::{LimitOverrides, Limits};
 pub use plugins::{PluginConfig, Route, RouteKind};

@@ -54,9 +54,13 @@ fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
 }
 
 impl Running {
-    /// Stops accepting, closes every connection with 1001 and waits for them to drain.
+    /// Drains: `/health` answers 503 "draining" and new connections and requests are refused
+    /// with 503 (load balancers see it), every connection is closed with 1001 and given the
+    /// grace period to go; then the listeners stop.
     pub async fn shutdown(self) {
-        let _ = self.stop.send(true);
+        self.app
+            .draining
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         let conns = self.app.hub.all();
         tracing::info!(connections = conns.len(), "shutting down");
         for c in conns {
@@ -67,6 +71,7 @@ impl Running {
         while !self.app.hub.is_empty() && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+        let _ = self.stop.send(true);
         let left = self.app.hub.len();
         if left > 0 {
             tracing::warn!(
@@ -114,8 +119,13 @@ async fn handle(
     let path = req.uri().path().to_string();
     let upgrade = fastwebsockets::upgrade::is_upgrade_request(&req);
     let live = app.live();
+    let draining = app.draining.load(std::sync::atomic::Ordering::Relaxed);
     let resp = match (req.method().as_str(), path.as_str()) {
+        ("GET", "/health") if !upgrade && draining => ops::draining(),
         ("GET", "/health") if !upgrade => ops::health(&app, &live).await,
+        _ if draining && path != "/metrics" => {
+            error(StatusCode::SERVICE_UNAVAILABLE, "shutting down")
+        }
         ("GET", "/metrics") if !upgrade => ops::metrics(&app, &live).await,
         _ if upgrade => match live.config.route_for(&path, RouteKind::Websocket) {
             Some(route) => upgrade::websocket(&app, &live, route, remote, req).await,

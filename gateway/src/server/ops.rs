@@ -57,6 +57,14 @@ pub async fn health(app: &App, live: &Live) -> Response<Body> {
     )
 }
 
+/// `/health` while the gateway drains: 503, so load balancers stop sending new clients.
+pub fn draining() -> Response<Body> {
+    json(
+        StatusCode::SERVICE_UNAVAILABLE,
+        serde_json::json!({ "status": "draining" }),
+    )
+}
+
 pub async fn metrics(app: &App, live: &Live) -> Response<Body> {
     use std::fmt::Write;
     let mut text = app.metrics.render(

@@ -147,7 +147,9 @@ impl Decoder {
         }
         let total = head + 4 + len as usize;
         if buf.len() < total {
-            buf.reserve(total - buf.len());
+            // Grow with what arrives, not with what the header announces: a header alone must
+            // not make the gateway allocate up to max_frame_bytes.
+            buf.reserve((total - buf.len()).min(MAX_RESERVE));
             return Ok(None);
         }
         let mask = [buf[head], buf[head + 1], buf[head + 2], buf[head + 3]];
@@ -157,6 +159,9 @@ impl Decoder {
         Ok(Some((fin, opcode, payload)))
     }
 }
+
+/// The most a partial frame makes the read buffer reserve ahead of the bytes received.
+const MAX_RESERVE: usize = 256 << 10;
 
 fn finish(opcode: u8, payload: BytesMut) -> Result<Message, ProtocolError> {
     if opcode == op::TEXT {
@@ -254,6 +259,21 @@ mod tests {
         f.extend_from_slice(&mask);
         f.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
         f
+    }
+
+    #[test]
+    fn a_header_alone_does_not_reserve_the_announced_size() {
+        let mut d = Decoder::new(100 << 20, 100 << 20);
+        let mut head = vec![0x82, 0x80 | 127];
+        head.extend_from_slice(&(100u64 << 20).to_be_bytes());
+        head.extend_from_slice(&[1, 2, 3, 4]);
+        let mut buf = BytesMut::from(&head[..]);
+        assert!(d.decode(&mut buf).unwrap().is_none());
+        assert!(
+            buf.capacity() < 1 << 20,
+            "reserved {} bytes for a 100 MiB header",
+            buf.capacity()
+        );
     }
 
     #[test]

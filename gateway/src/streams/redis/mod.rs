@@ -96,7 +96,12 @@ impl RedisStreams {
             ConnectionManager::new_with_config(client.clone(), config),
         )
         .await
-        .map_err(|_| StreamError::Redis(format!("connecting to {url} timed out")))?
+        .map_err(|_| {
+            StreamError::Redis(format!(
+                "connecting to {} timed out",
+                crate::config::redacted_url(url)
+            ))
+        })?
         .map_err(rerr)?;
         let (adds, add_rx) = tokio::sync::mpsc::channel(ADD_QUEUE);
         let me = Arc::new(Self {
