@@ -114,6 +114,26 @@ pub struct Hub {
     interest: OnceLock<Arc<dyn TopicInterest>>,
     metrics: Arc<Metrics>,
     holds: Holds,
+    /// Live connections per peer IP address.
+    per_ip: Mutex<HashMap<std::net::IpAddr, usize>>,
+}
+
+/// Caps checked when a connection is admitted (0 = no cap).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Admission {
+    /// Most connections in this process.
+    pub max_total: usize,
+    /// Most connections from one IP address.
+    pub max_per_ip: usize,
+}
+
+/// Why a connection was not admitted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    /// The process holds `max_total` connections.
+    Full,
+    /// The peer's address holds `max_per_ip` connections.
+    TooManyFromIp,
 }
 
 impl Hub {
@@ -132,6 +152,7 @@ impl Hub {
             interest: OnceLock::new(),
             metrics,
             holds: Holds::default(),
+            per_ip: Mutex::default(),
         }
     }
 
@@ -157,8 +178,33 @@ impl Hub {
         self.topics.read().len()
     }
 
+    /// Registers a new connection if `caps` allow it (counted exactly, under one lock).
+    pub fn admit(&self, spec: ConnSpec, caps: Admission) -> Result<Arc<Conn>, Refused> {
+        let ip = spec.remote.ip();
+        {
+            let mut per_ip = self.per_ip.lock();
+            if caps.max_total > 0 && self.len() >= caps.max_total {
+                return Err(Refused::Full);
+            }
+            let n = per_ip.entry(ip).or_default();
+            if caps.max_per_ip > 0 && *n >= caps.max_per_ip {
+                if *n == 0 {
+                    per_ip.remove(&ip);
+                }
+                return Err(Refused::TooManyFromIp);
+            }
+            *n += 1;
+        }
+        Ok(self.insert(spec))
+    }
+
     /// Registers a new connection; its outbox accepts frames at once.
     pub fn register(&self, spec: ConnSpec) -> Arc<Conn> {
+        *self.per_ip.lock().entry(spec.remote.ip()).or_default() += 1;
+        self.insert(spec)
+    }
+
+    fn insert(&self, spec: ConnSpec) -> Arc<Conn> {
         let id = self.next_id.fetch_add(1, Relaxed);
         let now = crate::clock::now_ms();
         let conn = Arc::new(Conn {
@@ -192,6 +238,16 @@ impl Hub {
         let Some(conn) = self.conns.write().remove(&id) else {
             return;
         };
+        {
+            let mut per_ip = self.per_ip.lock();
+            let ip = conn.remote.ip();
+            if let Some(n) = per_ip.get_mut(&ip) {
+                *n -= 1;
+                if *n == 0 {
+                    per_ip.remove(&ip);
+                }
+            }
+        }
         if self.holds.any() {
             self.holds.drop_conn(id);
         }

@@ -101,6 +101,10 @@ pub struct ServerConfig {
     pub shutdown_grace_ms: u64,
     /// Largest HTTP request body accepted for plugin HTTP routes.
     pub max_http_body_bytes: usize,
+    /// Most WebSocket connections this gateway holds; more are refused with 503 (0 = no cap).
+    pub max_connections: usize,
+    /// Most WebSocket connections from one IP address; more are refused with 429 (0 = no cap).
+    pub max_connections_per_ip: usize,
 }
 
 impl Default for ServerConfig {
@@ -110,6 +114,8 @@ impl Default for ServerConfig {
             cache_dir: PathBuf::from(".gateway-cache"),
             shutdown_grace_ms: 5000,
             max_http_body_bytes: 1 << 20,
+            max_connections: 0,
+            max_connections_per_ip: 0,
         }
     }
 }

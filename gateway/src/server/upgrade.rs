@@ -6,7 +6,7 @@ use super::request::{
 };
 use crate::app::{App, Live};
 use crate::config::Route;
-use crate::hub::ConnSpec;
+use crate::hub::{Admission, ConnSpec, Refused};
 use crate::plugin::CallError;
 use crate::yredis::permission::{self, Denied};
 use bytes::Bytes;
@@ -61,7 +61,25 @@ pub async fn websocket(
         Ok(x) => x,
         Err(e) => return refuse(app, error(StatusCode::BAD_REQUEST, &e.to_string())),
     };
-    let conn = app.hub.register(spec);
+    let server = &live.config.server;
+    let caps = Admission {
+        max_total: server.max_connections,
+        max_per_ip: server.max_connections_per_ip,
+    };
+    let conn = match app.hub.admit(spec, caps) {
+        Ok(c) => c,
+        Err(why) => {
+            let (status, what) = match why {
+                Refused::Full => (StatusCode::SERVICE_UNAVAILABLE, "connection limit reached"),
+                Refused::TooManyFromIp => (
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "too many connections from this address",
+                ),
+            };
+            tracing::debug!(%remote, "{what}");
+            return refuse(app, error(status, what));
+        }
+    };
     match slot.on_open(&crate::plugin::conn_info(&conn)).await {
         Ok(Ok(())) => {}
         Ok(Err(reject)) => {
