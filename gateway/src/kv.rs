@@ -9,6 +9,8 @@ pub const MAX_KEY: usize = 1024;
 pub const MAX_VALUE: usize = 1 << 20;
 /// Most entries one namespace holds.
 pub const MAX_ENTRIES: usize = 1_000_000;
+/// Most bytes (keys plus values) one namespace holds.
+pub const MAX_BYTES: usize = 256 << 20;
 
 /// Why a write was refused.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -39,17 +41,58 @@ pub fn check(key: &str, value: &[u8]) -> Result<(), KvError> {
 /// A value and its expiry (unix ms), if any.
 type Entry = (Vec<u8>, Option<u64>);
 
-/// An ordered map with optional per-entry expiry (unix ms).
-#[derive(Default)]
+/// An ordered map with optional per-entry expiry (unix ms), bounded by entries and bytes.
 pub struct Kv {
-    map: Mutex<BTreeMap<String, Entry>>,
+    map: Mutex<Inner>,
+    max_bytes: usize,
+}
+
+impl Default for Kv {
+    fn default() -> Self {
+        Self::with_max_bytes(MAX_BYTES)
+    }
+}
+
+#[derive(Default)]
+struct Inner {
+    entries: BTreeMap<String, Entry>,
+    /// Keys plus values of every entry held.
+    bytes: usize,
+}
+
+impl Inner {
+    fn remove(&mut self, key: &str) -> Option<Entry> {
+        let old = self.entries.remove(key)?;
+        self.bytes -= key.len() + old.0.len();
+        Some(old)
+    }
+
+    fn purge_expired(&mut self, now_ms: u64) {
+        let mut freed = 0;
+        self.entries.retain(|k, (v, exp)| {
+            let keep = exp.is_none_or(|e| e > now_ms);
+            if !keep {
+                freed += k.len() + v.len();
+            }
+            keep
+        });
+        self.bytes -= freed;
+    }
 }
 
 impl Kv {
+    /// A namespace holding at most `max_bytes` of keys and values.
+    pub fn with_max_bytes(max_bytes: usize) -> Self {
+        Self {
+            map: Mutex::default(),
+            max_bytes,
+        }
+    }
+
     /// The live value of `key`.
     pub fn get(&self, key: &str, now_ms: u64) -> Option<Vec<u8>> {
         let mut m = self.map.lock();
-        match m.get(key) {
+        match m.entries.get(key) {
             Some((_, Some(exp))) if *exp <= now_ms => {
                 m.remove(key);
                 None
@@ -69,15 +112,25 @@ impl Kv {
     ) -> Result<(), KvError> {
         check(&key, &value)?;
         let mut m = self.map.lock();
-        if m.len() >= MAX_ENTRIES && !m.contains_key(&key) {
-            m.retain(|_, (_, exp)| exp.is_none_or(|e| e > now_ms));
-            if m.len() >= MAX_ENTRIES {
+        let old = m.entries.get(&key).map_or(0, |(v, _)| key.len() + v.len());
+        let after = |m: &Inner| m.bytes - old + key.len() + value.len();
+        let full = |m: &Inner| {
+            (m.entries.len() >= MAX_ENTRIES && old == 0 && !m.entries.contains_key(&key))
+                || after(m) > self.max_bytes
+        };
+        if full(&m) {
+            m.purge_expired(now_ms);
+            if full(&m) {
                 return Err(KvError::TooLarge(format!(
-                    "namespace holds {MAX_ENTRIES} entries"
+                    "namespace is full ({MAX_ENTRIES} entries or {} bytes)",
+                    self.max_bytes
                 )));
             }
         }
-        m.insert(key, (value, ttl_ms.map(|t| now_ms.saturating_add(t))));
+        m.remove(&key);
+        m.bytes += key.len() + value.len();
+        m.entries
+            .insert(key, (value, ttl_ms.map(|t| now_ms.saturating_add(t))));
         Ok(())
     }
 
@@ -89,7 +142,8 @@ impl Kv {
     /// Up to `limit` live entries with keys starting with `prefix`, in key order.
     pub fn scan(&self, prefix: &str, limit: usize, now_ms: u64) -> Vec<(String, Vec<u8>)> {
         let m = self.map.lock();
-        m.range(prefix.to_string()..)
+        m.entries
+            .range(prefix.to_string()..)
             .take_while(|(k, _)| k.starts_with(prefix))
             .filter(|(_, (_, exp))| exp.is_none_or(|e| e > now_ms))
             .take(limit)
@@ -102,7 +156,8 @@ impl Kv {
     /// How many live entries have keys starting with `prefix`.
     pub fn count(&self, prefix: &str, now_ms: u64) -> u64 {
         let m = self.map.lock();
-        m.range(prefix.to_string()..)
+        m.entries
+            .range(prefix.to_string()..)
             .take_while(|(k, _)| k.starts_with(prefix))
             .filter(|(_, (_, exp))| exp.is_none_or(|e| e > now_ms))
             .count() as u64
@@ -126,5 +181,25 @@ mod tests {
         assert_eq!(kv.get("a:2", 11), None);
         assert!(kv.delete("b:1", 0));
         assert!(!kv.delete("b:1", 0));
+    }
+
+    #[test]
+    fn bounded_by_bytes() {
+        let kv = Kv::with_max_bytes(100);
+        for i in 0..4 {
+            kv.set(format!("k{i}"), vec![0; 20], None, 0).unwrap(); // 22 bytes each
+        }
+        assert!(matches!(
+            kv.set("k4".into(), vec![0; 20], None, 0),
+            Err(KvError::TooLarge(_))
+        ));
+        // Overwriting in place and deleting free room.
+        kv.set("k0".into(), vec![0; 2], None, 0).unwrap();
+        kv.set("k4".into(), vec![0; 20], Some(5), 0).unwrap();
+        assert!(kv.delete("k1", 0));
+        kv.set("k5".into(), vec![0; 20], None, 10).unwrap();
+        // Expired entries are purged to make room.
+        kv.set("k6".into(), vec![0; 20], None, 10).unwrap();
+        assert_eq!(kv.count("k", 10), 5);
     }
 }
