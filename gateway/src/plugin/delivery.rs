@@ -8,6 +8,23 @@ use crate::streams::{Entry, StreamSink};
 use futures::future::BoxFuture;
 
 impl StreamSink for PluginSlot {
+    fn fell_behind(&self, topic: &str, key: &str) {
+        let shared = &self.shared;
+        let topic_key = shared.topic_key(topic);
+        let members = shared.hub.members(&topic_key);
+        tracing::warn!(
+            plugin = %shared.name,
+            stream = %key,
+            connections = members.len(),
+            "stream delivery fell behind; closing the topic's connections (1013) so they re-sync"
+        );
+        for id in members {
+            if let Some(c) = shared.hub.get(id) {
+                c.outbox.close(1013, "fell behind, reconnect");
+            }
+        }
+    }
+
     fn wants(&self, topic: &str) -> bool {
         self.shared.hub.topic_len(&self.shared.topic_key(topic)) > 0
     }

@@ -2,7 +2,9 @@
 //! to the [`StreamSink`] that bound it (a plugin, which turns a batch into frames for the
 //! topic). Batches of one stream are delivered in order, one at a time; different streams are
 //! delivered concurrently. A binding is dropped once its sink is gone or no longer wants the
-//! topic.
+//! topic, or when its sink falls so far behind that [`MAX_PENDING`] entries or
+//! [`MAX_PENDING_BYTES`] wait: the sink is told ([`StreamSink::fell_behind`]) and closes the
+//! topic's connections, whose clients reconnect and read the stream afresh.
 
 use super::{Entry, StreamId};
 use futures::future::BoxFuture;
@@ -20,10 +22,17 @@ pub trait StreamSink: Send + Sync {
     /// to handle; the next batch follows once this one has finished.
     fn deliver<'a>(&'a self, topic: &'a str, key: &'a str, batch: &'a [Entry])
     -> BoxFuture<'a, ()>;
+
+    /// The binding of `key` to `topic` was dropped because delivery fell too far behind.
+    fn fell_behind(&self, topic: &str, key: &str);
 }
 
 /// Most entries handed to one `on-stream` call.
 const MAX_BATCH: usize = 1000;
+/// Most entries waiting for one bound stream.
+pub const MAX_PENDING: usize = 100_000;
+/// Most bytes waiting for one bound stream.
+pub const MAX_PENDING_BYTES: usize = 64 << 20;
 
 #[derive(Clone)]
 struct Target {
@@ -42,6 +51,7 @@ struct Binding {
     cursor: StreamId,
     targets: Vec<Target>,
     pending: Vec<Entry>,
+    pending_bytes: usize,
     busy: bool,
 }
 
@@ -86,6 +96,7 @@ impl Tailer {
                     topic: topic.to_string(),
                 }],
                 pending: Vec::new(),
+                pending_bytes: 0,
                 busy: false,
             },
         );
@@ -118,8 +129,23 @@ impl Tailer {
         for e in entries {
             if e.id > b.cursor {
                 b.cursor = e.id;
+                b.pending_bytes += e.data.len();
                 b.pending.push(e);
             }
+        }
+        if b.pending.len() > MAX_PENDING || b.pending_bytes > MAX_PENDING_BYTES {
+            let targets = map.remove(key).map(|b| b.targets).unwrap_or_default();
+            drop(map);
+            tracing::warn!(
+                stream = key,
+                "stream delivery fell behind; dropping the binding so its clients re-sync"
+            );
+            for t in targets {
+                if let Some(sink) = t.sink.upgrade() {
+                    sink.fell_behind(&t.topic, key);
+                }
+            }
+            return;
         }
         if !b.busy && !b.pending.is_empty() {
             b.busy = true;
@@ -142,6 +168,7 @@ impl Tailer {
                 }
                 let n = b.pending.len().min(MAX_BATCH);
                 let batch: Vec<Entry> = b.pending.drain(..n).collect();
+                b.pending_bytes -= batch.iter().map(|e| e.data.len()).sum::<usize>();
                 (batch, b.targets.clone())
             };
             let mut stale = false;
@@ -185,5 +212,53 @@ impl Tailer {
     /// Whether no stream is bound.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+
+    /// A sink that never finishes a batch and counts what it was told.
+    #[derive(Default)]
+    struct Stuck {
+        behind: AtomicUsize,
+    }
+
+    impl StreamSink for Stuck {
+        fn wants(&self, _topic: &str) -> bool {
+            true
+        }
+        fn deliver<'a>(&'a self, _: &'a str, _: &'a str, _: &'a [Entry]) -> BoxFuture<'a, ()> {
+            Box::pin(std::future::pending())
+        }
+        fn fell_behind(&self, _topic: &str, _key: &str) {
+            self.behind.fetch_add(1, Relaxed);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_sink_that_falls_behind_loses_its_binding_and_is_told() {
+        let tailer = Arc::new(Tailer::default());
+        let sink = Arc::new(Stuck::default());
+        let weak: Weak<dyn StreamSink> = Arc::downgrade(&(sink.clone() as Arc<dyn StreamSink>));
+        tailer.bind(weak, "room", "y:room:a:index", StreamId::ZERO);
+        let entry = |ms| Entry {
+            id: StreamId { ms, seq: 0 },
+            data: Bytes::from_static(b"x"),
+        };
+        tailer.push("y:room:a:index", (1..=MAX_PENDING as u64).map(entry));
+        tokio::task::yield_now().await;
+        assert!(tailer.is_bound("y:room:a:index"));
+        assert_eq!(sink.behind.load(Relaxed), 0);
+        // The first batch is stuck in the sink; the rest pile up until the bound.
+        tailer.push(
+            "y:room:a:index",
+            (MAX_PENDING as u64 + 1..=MAX_PENDING as u64 + 2000).map(entry),
+        );
+        assert!(!tailer.is_bound("y:room:a:index"));
+        assert_eq!(sink.behind.load(Relaxed), 1);
     }
 }
