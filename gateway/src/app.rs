@@ -162,7 +162,10 @@ impl App {
         }));
         let app = Arc::new(app);
         if let Some(rx) = app.cluster.presence().take_events() {
-            tokio::spawn(presence_events(Arc::downgrade(&app), rx));
+            crate::supervise::spawn_once(
+                "presence events",
+                presence_events(Arc::downgrade(&app), rx),
+            );
         }
         Ok(app)
     }

@@ -62,7 +62,8 @@ impl Backends {
                 None => streams.clone(),
             };
             let w = Worker::new(cfg.worker.clone(), worker_streams, storage.clone());
-            tokio::spawn(w.clone().run());
+            let worker = w.clone();
+            crate::supervise::spawn("compaction worker", move || worker.clone().run());
             Some(w)
         } else {
             None

@@ -59,3 +59,6 @@ pub mod config;
 
 // The process clock.
 pub mod clock;
+
+// Background tasks that restart after a panic, loudly.
+pub mod supervise;

@@ -91,8 +91,10 @@ impl RedisBus {
             wake: Notify::new(),
             stats: BusStats::default(),
         });
-        tokio::spawn(bus.clone().publisher());
-        tokio::spawn(bus.clone().subscriber());
+        let b = bus.clone();
+        crate::supervise::spawn("cluster bus publisher", move || b.clone().publisher());
+        let b = bus.clone();
+        crate::supervise::spawn("cluster bus subscriber", move || b.clone().subscriber());
         bus
     }
 

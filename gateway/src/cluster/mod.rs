@@ -81,18 +81,18 @@ impl Cluster {
         let n = node::claim(&mut con, &prefix).await.map_err(err)?;
         tracing::info!(node = n, prefix = %prefix, "joined the cluster");
         let presence = Presence::redis(n, con.clone(), &prefix);
-        tokio::spawn(node::heartbeat(
-            con.clone(),
-            prefix.clone(),
-            n,
-            presence.clone(),
-        ));
-        tokio::spawn(node::reaper(
-            con.clone(),
-            prefix.clone(),
-            n,
-            presence.clone(),
-        ));
+        {
+            let (con, prefix, presence) = (con.clone(), prefix.clone(), presence.clone());
+            crate::supervise::spawn("cluster heartbeat", move || {
+                node::heartbeat(con.clone(), prefix.clone(), n, presence.clone())
+            });
+        }
+        {
+            let (con, prefix, presence) = (con.clone(), prefix.clone(), presence.clone());
+            crate::supervise::spawn("cluster reaper", move || {
+                node::reaper(con.clone(), prefix.clone(), n, presence.clone())
+            });
+        }
         let hub = Arc::new(Hub::with_node(metrics, n));
         let bus = RedisBus::start(n, &prefix, client, con.clone(), hub.clone());
         Ok(Arc::new(Cluster {

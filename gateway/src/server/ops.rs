@@ -81,6 +81,11 @@ pub async fn metrics(app: &App, live: &Live) -> Response<Body> {
     );
     let _ = writeln!(
         text,
+        "# HELP gateway_task_panics_total Background tasks that panicked (restarted when they can be).\n# TYPE gateway_task_panics_total counter\ngateway_task_panics_total {}",
+        crate::supervise::panics()
+    );
+    let _ = writeln!(
+        text,
         "# HELP gateway_bound_streams Streams tailed for local subscribers.\n# TYPE gateway_bound_streams gauge\ngateway_bound_streams {}",
         b.streams.tailer().len()
     );

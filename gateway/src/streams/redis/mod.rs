@@ -114,10 +114,12 @@ impl RedisStreams {
             tailer: Arc::new(Tailer::default()),
         });
         let weak = Arc::downgrade(&me);
-        tokio::spawn(reader::reader(weak));
-        tokio::spawn(batcher(Arc::downgrade(&me), add_rx));
+        crate::supervise::spawn("redis stream reader", move || reader::reader(weak.clone()));
+        crate::supervise::spawn_once("redis append batcher", batcher(Arc::downgrade(&me), add_rx));
         let weak = Arc::downgrade(&me);
-        tokio::spawn(reader::unblocker(weak));
+        crate::supervise::spawn("redis reader unblocker", move || {
+            reader::unblocker(weak.clone())
+        });
         Ok(me)
     }
 
