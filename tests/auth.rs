@@ -476,3 +476,29 @@ async fn rs256_with_jwk_set() {
     let tampered = with_payload(&valid, &user_claims("admin", None));
     assert_refused(&gw, "JWK: tampered payload", "/ws-jwk", &tampered).await;
 }
+
+#[test]
+fn serve_refuses_an_ephemeral_secret_unless_dev() {
+    let dir = std::env::temp_dir().join(format!("gateway-no-secret-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let cfg = dir.join("gateway.toml");
+    std::fs::write(
+        &cfg,
+        "[server]\nlisten = [\"127.0.0.1:0\"]\n\n[auth.default]\nalgorithms = [\"HS256\"]\nsecret_env = \"GATEWAY_JWT_SECRET\"\n",
+    )
+    .expect("write config");
+    let out = std::process::Command::new(gateway_bin())
+        .args(["serve", "--config"])
+        .arg(&cfg)
+        .env_remove("GATEWAY_JWT_SECRET")
+        .current_dir(&dir)
+        .output()
+        .expect("run gateway serve");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "serve started without a secret");
+    assert!(
+        stderr.contains("GATEWAY_JWT_SECRET") && stderr.contains("--dev"),
+        "the refusal says what to do: {stderr}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -9,6 +9,7 @@ use gateway::{auth, clock, server};
 use std::path::PathBuf;
 
 /// Runs the gateway until a signal; with `dev`, also rebuilds plugins whose sources change.
+/// Without `dev` or `--dev`, a profile that would need an ephemeral secret stops the start.
 pub fn run(rest: &[String], dev: bool) -> anyhow::Result<()> {
     init_logs();
     let path = config_path(flag(rest, "--config")?);
@@ -33,6 +34,21 @@ pub fn run(rest: &[String], dev: bool) -> anyhow::Result<()> {
         // Handlers first, so a signal that arrives right after start-up is never fatal.
         let signal = shutdown_signal()?;
         let app = App::new(config, Some(path.clone())).await?;
+        // An ephemeral secret is a development convenience: production must not start on one.
+        let allow_ephemeral = dev || rest.iter().any(|a| a == "--dev");
+        let ephemeral: Vec<String> = app
+            .live()
+            .auth
+            .ephemeral()
+            .map(|(profile, _)| profile.to_string())
+            .collect();
+        if !allow_ephemeral && !ephemeral.is_empty() {
+            anyhow::bail!(
+                "auth profile(s) {} need GATEWAY_JWT_SECRET, which is not set; set it, or run \
+                 `gateway serve --dev` (or `gateway dev`) to use an ephemeral secret for this run",
+                ephemeral.join(", ")
+            );
+        }
         let running = server::start(app.clone()).await?;
         app.spawn_watcher()?;
         if dev {
