@@ -146,12 +146,20 @@ export class Gateway {
           const res = await http(`${this.httpBase}/health`, { timeout: 2000 })
           return res.status === 200
         }, { timeout: startTimeoutMs, interval: 100, what: `${this.name} GET /health == 200 on port ${this.port}` })
+        this.everStarted = true
         return this
       } catch (e) {
         const exited = !this.proc.running
         const inUse = /address already in use|AddrInUse|os error 98/i.test(this.proc.tail(50))
         await this.proc.stop('SIGKILL')
         if (exited && inUse && attempt < 10) {
+          // A port picked by freePort() can be taken by an outgoing connection's ephemeral port
+          // before the gateway binds it: on a first start, move to another free port (a
+          // restart must keep its port, so it only waits for the old socket to go).
+          if (!this.everStarted && this.opts.port == null) {
+            this.port = await freePort()
+            fs.writeFileSync(this.configFile, gatewayConfig({ ...this.opts, port: this.port }))
+          }
           await sleep(500)
           continue
         }
