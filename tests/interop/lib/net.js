@@ -2,15 +2,30 @@
 import net from 'node:net'
 
 /** A port that was free a moment ago on 127.0.0.1 (bind port 0, read it, close). */
-export const freePort = () => new Promise((resolve, reject) => {
+const tryBind = (port) => new Promise((resolve) => {
   const srv = net.createServer()
   srv.unref()
-  srv.on('error', reject)
-  srv.listen(0, '127.0.0.1', () => {
-    const { port } = /** @type {net.AddressInfo} */ (srv.address())
-    srv.close(() => resolve(port))
+  srv.on('error', () => resolve(null))
+  srv.listen(port, '127.0.0.1', () => {
+    const { port: bound } = /** @type {net.AddressInfo} */ (srv.address())
+    srv.close(() => resolve(bound))
   })
 })
+
+/**
+ * A port free to listen on. Picked below Linux's ephemeral range (32768-60999), so the local
+ * port of an outgoing connection cannot take it before the gateway binds it; the kernel's
+ * choice (port 0) only as a last resort.
+ */
+export const freePort = async () => {
+  for (let i = 0; i < 50; i++) {
+    const port = await tryBind(20000 + Math.floor(Math.random() * 12000))
+    if (port) return port
+  }
+  const port = await tryBind(0)
+  if (!port) throw new Error('no free port')
+  return port
+}
 
 /**
  * HTTP request with a hard timeout. Returns { status, headers, body: Buffer }; network errors throw.
