@@ -18,7 +18,22 @@ pub struct RedisServer {
     dir: PathBuf,
 }
 
+/// A free port below Linux's ephemeral range (32768-60999), so no outgoing connection's local
+/// port can take it before redis-server binds it; the kernel's choice only as a last resort.
 fn free_port() -> u16 {
+    let mut seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos() as u64)
+        ^ (u64::from(std::process::id()) << 16);
+    for _ in 0..50 {
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let port = 20000 + ((seed >> 33) % 12000) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
