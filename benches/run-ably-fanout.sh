@@ -22,35 +22,13 @@ if [[ -z "${NO_BUILD:-}" ]]; then
   cargo build --release -p gateway -p gateway-benches >&2
 fi
 
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  sleep 0.3
-  for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
-  rm -rf "$work"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() {
-  for _ in $(seq 1 100); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-    sleep 0.1
-  done
-  echo "nothing listens on port $1" >&2; exit 1
-}
+# shellcheck source=benches/lib.sh
+source benches/lib.sh
 
 port=$(free_port)
 # The shipped config, on its own port and directories; the publisher may exceed the default
 # per-connection inbound rate (100 msg/s), so the bench lifts it.
-sed -e "s#^listen = .*#listen = [\"127.0.0.1:$port\"]#" \
-    -e "s#^data_dir = .*#data_dir = \"$work/streams\"#" \
-    -e "s#^path = \"data/storage\"#path = \"$work/storage\"#" \
-    -e "s#^wasm = \"dist/#wasm = \"$PWD/dist/#" \
-    -e "s#^cache_dir = .*#cache_dir = \"$PWD/.gateway-cache\"#" \
-    -e "s#^max_inbound_rate = .*#max_inbound_rate = 0#" plugins.toml > "$work/gateway.toml"
+shipped_config gateway "$port" -e "s#^max_inbound_rate = .*#max_inbound_rate = 0#" > "$work/gateway.toml"
 RUST_LOG=warn "$BIN/gateway" serve --config "$work/gateway.toml" >"$work/gateway.log" 2>&1 &
 pids+=($!)
 wait_port "$port"

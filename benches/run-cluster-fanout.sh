@@ -26,25 +26,8 @@ if [[ -z "${NO_BUILD:-}" ]]; then
 fi
 command -v redis-server >/dev/null || { echo "redis-server is needed (apt-get install -y redis-server)" >&2; exit 1; }
 
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  sleep 0.3
-  for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
-  rm -rf "$work"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() {
-  for _ in $(seq 1 100); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-    sleep 0.1
-  done
-  echo "nothing listens on port $1" >&2; exit 1
-}
+# shellcheck source=benches/lib.sh
+source benches/lib.sh
 
 redis_port=$(free_port)
 redis-server --bind 127.0.0.1 --port "$redis_port" --save "" --appendonly no --dir "$work" >/dev/null &
@@ -53,11 +36,7 @@ wait_port "$redis_port"
 
 start_gateway() { # name port with_redis
   local cfg="$work/$1.toml"
-  sed -e "s#^listen = .*#listen = [\"127.0.0.1:$2\"]#" \
-      -e "s#^data_dir = .*#data_dir = \"$work/$1-streams\"#" \
-      -e "s#^path = \"data/storage\"#path = \"$work/$1-storage\"#" \
-      -e "s#^wasm = \"dist/#wasm = \"$PWD/dist/#" \
-      -e "s#^cache_dir = .*#cache_dir = \"$PWD/.gateway-cache\"#" plugins.toml > "$cfg"
+  shipped_config "$1" "$2" > "$cfg"
   if [[ "$3" == 1 ]]; then printf '\n[redis]\nurl = "redis://127.0.0.1:%s"\n' "$redis_port" >> "$cfg"; fi
   RUST_LOG=warn "$BIN/gateway" serve --config "$cfg" >"$work/$1.log" 2>&1 &
   pids+=($!)

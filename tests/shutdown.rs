@@ -87,23 +87,26 @@ async fn sigterm_when_idle_exits_0() {
     assert!(status.success(), "exit status {status:?}");
 }
 
+/// A chat client that never reads, so it never answers the close handshake.
+async fn silent_client(gw: &Gateway) -> WsClient {
+    let token = gw.token("sam");
+    gw.ws_with(
+        &format!("/ws?token={token}"),
+        WsOptions {
+            paused: true,
+            recv_buffer: Some(4096),
+            ..WsOptions::default()
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("silent client: {e}"))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_does_not_wait_forever_for_a_silent_client() {
     let mut gw = Gateway::start(shutdown_config());
 
-    // A client that never reads, so it never answers the close handshake.
-    let token = gw.token("sam");
-    let mut silent = gw
-        .ws_with(
-            &format!("/ws?token={token}"),
-            WsOptions {
-                paused: true,
-                recv_buffer: Some(4096),
-                ..WsOptions::default()
-            },
-        )
-        .await
-        .unwrap_or_else(|e| panic!("silent client: {e}"));
+    let mut silent = silent_client(&gw).await;
     let mut polite = gw.chat_user("polly").await;
     polite.recv_type("system_message").await;
 
@@ -130,18 +133,7 @@ async fn sigterm_does_not_wait_forever_for_a_silent_client() {
 async fn draining_answers_503_and_a_second_signal_exits_at_once() {
     let mut gw = Gateway::start(shutdown_config());
     // A silent client keeps the drain going for the whole grace period (3 s here).
-    let token = gw.token("sam");
-    let _silent = gw
-        .ws_with(
-            &format!("/ws?token={token}"),
-            WsOptions {
-                paused: true,
-                recv_buffer: Some(4096),
-                ..WsOptions::default()
-            },
-        )
-        .await
-        .unwrap_or_else(|e| panic!("silent client: {e}"));
+    let _silent = silent_client(&gw).await;
     gw.sigterm();
     let health = gw
         .poll_until("/health says draining", TIMEOUT, || async {

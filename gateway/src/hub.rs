@@ -198,12 +198,7 @@ impl Hub {
         Ok(self.insert(spec))
     }
 
-    /// Registers a new connection; its outbox accepts frames at once.
-    pub fn register(&self, spec: ConnSpec) -> Arc<Conn> {
-        *self.per_ip.lock().entry(spec.remote.ip()).or_default() += 1;
-        self.insert(spec)
-    }
-
+    /// Registers a connection whose admission was counted; its outbox accepts frames at once.
     fn insert(&self, spec: ConnSpec) -> Arc<Conn> {
         let id = self.next_id.fetch_add(1, Relaxed);
         let now = crate::clock::now_ms();
@@ -285,13 +280,6 @@ impl Hub {
     /// Whether no connection is live.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
-    }
-
-    /// Queues an encoded frame for one connection.
-    pub fn send(&self, id: ConnId, frame: Bytes) -> Result<(), HubError> {
-        let conn = self.get(id).ok_or(HubError::NotFound)?;
-        self.deliver(&conn, frame);
-        Ok(())
     }
 
     /// Queues an encoded frame on a connection, applying the slow-consumer policy.

@@ -96,47 +96,52 @@ impl Opener {
         if self.mode == Mode::Ably {
             ably_handshake(&mut conn).await?;
         } else if self.mode == Mode::Chat {
-            let mut send_fn = obligation_sender(&conn.writer);
-            loop {
-                let frame = conn
-                    .reader
-                    .read_frame(&mut send_fn)
-                    .await
-                    .map_err(|_| "lost before welcome".to_string())?;
-                match frame.opcode {
-                    OpCode::Text => break,
-                    OpCode::Close => return Err("closed before welcome".into()),
-                    _ => {}
-                }
-            }
+            until_text(&mut conn, "welcome", |_| Some(Ok(()))).await?;
         }
         Ok(conn)
     }
 }
 
-/// Waits for CONNECTED, attaches the bench channel and waits for ATTACHED.
-async fn ably_handshake(conn: &mut Conn) -> Result<(), String> {
-    async fn until(conn: &mut Conn, action: &[u8], what: &str) -> Result<(), String> {
-        let mut send_fn = obligation_sender(&conn.writer);
-        loop {
-            let frame = conn
-                .reader
-                .read_frame(&mut send_fn)
-                .await
-                .map_err(|_| format!("lost before {what}"))?;
-            match frame.opcode {
-                OpCode::Text if frame.payload.windows(action.len()).any(|w| w == action) => {
-                    return Ok(());
+/// Reads frames until a text frame that `verdict` decides on: `Some(Ok)` is what was waited
+/// for, `Some(Err)` a refusal; a close or a lost connection is an error naming `what`.
+async fn until_text(
+    conn: &mut Conn,
+    what: &str,
+    verdict: impl Fn(&[u8]) -> Option<Result<(), String>>,
+) -> Result<(), String> {
+    let mut send_fn = obligation_sender(&conn.writer);
+    loop {
+        let frame = conn
+            .reader
+            .read_frame(&mut send_fn)
+            .await
+            .map_err(|_| format!("lost before {what}"))?;
+        match frame.opcode {
+            OpCode::Text => {
+                if let Some(v) = verdict(&frame.payload) {
+                    return v;
                 }
-                OpCode::Text if frame.payload.starts_with(b"{\"action\":9") => {
-                    return Err(format!("refused before {what}"));
-                }
-                OpCode::Close => return Err(format!("closed before {what}")),
-                _ => {}
             }
+            OpCode::Close => return Err(format!("closed before {what}")),
+            _ => {}
         }
     }
-    until(conn, b"\"action\":4", "CONNECTED").await?;
+}
+
+/// Waits for CONNECTED, attaches the bench channel and waits for ATTACHED.
+async fn ably_handshake(conn: &mut Conn) -> Result<(), String> {
+    let action = |action: &'static [u8], what: &'static str| {
+        move |p: &[u8]| {
+            if p.windows(action.len()).any(|w| w == action) {
+                Some(Ok(()))
+            } else if p.starts_with(b"{\"action\":9") {
+                Some(Err(format!("refused before {what}")))
+            } else {
+                None
+            }
+        }
+    };
+    until_text(conn, "CONNECTED", action(b"\"action\":4", "CONNECTED")).await?;
     let mut buf = Vec::new();
     let attach = format!("{{\"action\":10,\"channel\":\"{ABLY_CHANNEL}\"}}");
     crate::frame::encode_client(
@@ -149,7 +154,7 @@ async fn ably_handshake(conn: &mut Conn) -> Result<(), String> {
         .write_raw(&buf)
         .await
         .map_err(|e| format!("io: {}", e.kind()))?;
-    until(conn, b"\"action\":11", "ATTACHED").await
+    until_text(conn, "ATTACHED", action(b"\"action\":11", "ATTACHED")).await
 }
 
 /// A masking key for the one-off ATTACH frame.

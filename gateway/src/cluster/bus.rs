@@ -5,6 +5,7 @@
 
 use super::interest::Interest;
 use super::message::{self, Message};
+use crate::hold::Position;
 use crate::hub::{ConnId, Hub};
 use bytes::Bytes;
 use futures::StreamExt;
@@ -108,7 +109,7 @@ impl RedisBus {
 
     /// Publishes `frame` (at position `at` of a retained log, if it has one) to the other
     /// instances' members of `topic`.
-    pub fn publish(&self, topic: &str, frame: &[u8], except: Option<ConnId>, at: Option<u128>) {
+    pub fn publish(&self, topic: &str, frame: &[u8], except: Option<ConnId>, at: Option<Position>) {
         let channel = format!("{}{topic}", self.topic_prefix);
         self.enqueue(channel, message::publish(self.node, except, at, frame));
     }

@@ -8,6 +8,7 @@
 //! the UTF-8 reason. The receiver acts only on a connection of that plugin. Frames travel already encoded for
 //! the wire, so the receiving instance queues the same bytes into every local outbox.
 
+use crate::hold::Position;
 use crate::hub::ConnId;
 use bytes::{BufMut, Bytes, BytesMut};
 
@@ -27,7 +28,7 @@ pub enum Message {
         /// The connection left out, if any.
         except: Option<ConnId>,
         /// Its position in a retained log, if it has one (see `crate::hold`).
-        at: Option<u128>,
+        at: Option<Position>,
         /// The encoded frame.
         frame: Bytes,
     },
@@ -66,7 +67,7 @@ fn header(kind: u8, origin: u32, id: u64, extra: usize) -> BytesMut {
 }
 
 /// A publish of `frame` by node `origin`.
-pub fn publish(origin: u32, except: Option<ConnId>, at: Option<u128>, frame: &[u8]) -> Bytes {
+pub fn publish(origin: u32, except: Option<ConnId>, at: Option<Position>, frame: &[u8]) -> Bytes {
     let mut b = match at {
         None => header(PUBLISH, origin, except.unwrap_or(0), frame.len()),
         Some(at) => {

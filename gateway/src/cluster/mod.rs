@@ -17,6 +17,7 @@ pub mod presence;
 pub use bus::BusStats;
 
 use crate::config::RedisConfig;
+use crate::hold::Position;
 use crate::hub::{ConnId, Hub, HubError, node_of};
 use crate::metrics::Metrics;
 use bus::RedisBus;
@@ -162,7 +163,7 @@ impl Cluster {
         topic: &str,
         frame: &Bytes,
         except: Option<ConnId>,
-        at: Option<u128>,
+        at: Option<Position>,
     ) -> u32 {
         let n = self.hub.publish_at(topic, frame, except, at);
         if let Some(bus) = &self.bus {

@@ -9,20 +9,13 @@ use futures::future::BoxFuture;
 
 impl StreamSink for PluginSlot {
     fn fell_behind(&self, topic: &str, key: &str) {
-        let shared = &self.shared;
-        let topic_key = shared.topic_key(topic);
-        let members = shared.hub.members(&topic_key);
-        tracing::warn!(
-            plugin = %shared.name,
-            stream = %key,
-            connections = members.len(),
-            "stream delivery fell behind; closing the topic's connections (1013) so they re-sync"
+        self.close_topic(
+            topic,
+            key,
+            1013,
+            "fell behind, reconnect",
+            "delivery fell behind",
         );
-        for id in members {
-            if let Some(c) = shared.hub.get(id) {
-                c.outbox.close(1013, "fell behind, reconnect");
-            }
-        }
     }
 
     fn wants(&self, topic: &str) -> bool {
@@ -47,20 +40,30 @@ impl StreamSink for PluginSlot {
                 Err(e) => {
                     // The batch never reached the room: close its connections so their clients
                     // reconnect and re-sync instead of silently missing it.
-                    let members = shared.hub.members(&topic_key);
-                    tracing::warn!(
-                        plugin = %shared.name,
-                        stream = %key,
-                        connections = members.len(),
-                        "on-stream failed: {e}; closing the topic's connections (1011) so they re-sync"
-                    );
-                    for id in members {
-                        if let Some(c) = shared.hub.get(id) {
-                            c.outbox.close(1011, "delivery failed, reconnect");
-                        }
-                    }
+                    let why = format!("on-stream failed: {e}");
+                    self.close_topic(topic, key, 1011, "delivery failed, reconnect", &why);
                 }
             }
         })
+    }
+}
+
+impl PluginSlot {
+    /// Closes every local connection of `topic` with `code`, so their clients reconnect and
+    /// read `key` afresh.
+    fn close_topic(&self, topic: &str, key: &str, code: u16, reason: &str, why: &str) {
+        let shared = &self.shared;
+        let members = shared.hub.members(&shared.topic_key(topic));
+        tracing::warn!(
+            plugin = %shared.name,
+            stream = %key,
+            connections = members.len(),
+            "{why}; closing the topic's connections ({code}) so they re-sync"
+        );
+        for id in members {
+            if let Some(c) = shared.hub.get(id) {
+                c.outbox.close(code, reason);
+            }
+        }
     }
 }

@@ -42,11 +42,41 @@ impl types::Host for HostState {}
 impl HostState {
     /// A local connection of the calling plugin; any other is `not-found`, so a plugin can
     /// neither see nor touch another plugin's connections.
-    fn own(&self, conn: u64) -> Result<std::sync::Arc<Conn>, types::HostError> {
+    pub(super) fn own(&self, conn: u64) -> Result<std::sync::Arc<Conn>, types::HostError> {
         self.shared
             .cluster
             .own(conn, &self.shared.name)
             .map_err(hub_err)
+    }
+
+    /// `subscribe` and `subscribe-held`: joins `topic`; when the topic is new to this gateway,
+    /// returns once the other gateways' publishes reach it.
+    async fn join_topic(
+        &mut self,
+        conn: u64,
+        topic: &str,
+        held: bool,
+    ) -> Result<u32, types::HostError> {
+        if topic.len() > MAX_TOPIC {
+            return Err(types::HostError::TooLarge(format!(
+                "topic longer than {MAX_TOPIC} bytes"
+            )));
+        }
+        self.own(conn)?;
+        let key = self.shared.topic_key(topic);
+        let hub = &self.shared.hub;
+        let n = if held {
+            hub.subscribe_held(conn, &key)
+        } else {
+            hub.subscribe(conn, &key)
+        }
+        .map_err(hub_err)?;
+        if n == 1 {
+            let started = Instant::now();
+            self.shared.cluster.subscriptions_settled().await;
+            self.credit(started);
+        }
+        Ok(n)
     }
 }
 
@@ -87,44 +117,11 @@ impl host::Host for HostState {
     }
 
     async fn subscribe(&mut self, conn: u64, topic: String) -> Result<u32, types::HostError> {
-        if topic.len() > MAX_TOPIC {
-            return Err(types::HostError::TooLarge(format!(
-                "topic longer than {MAX_TOPIC} bytes"
-            )));
-        }
-        self.own(conn)?;
-        let n = self
-            .shared
-            .hub
-            .subscribe(conn, &self.shared.topic_key(&topic))
-            .map_err(hub_err)?;
-        if n == 1 {
-            // The topic is new here: with other gateways, return once their publishes reach it.
-            let started = Instant::now();
-            self.shared.cluster.subscriptions_settled().await;
-            self.credit(started);
-        }
-        Ok(n)
+        self.join_topic(conn, &topic, false).await
     }
 
     async fn subscribe_held(&mut self, conn: u64, topic: String) -> Result<u32, types::HostError> {
-        if topic.len() > MAX_TOPIC {
-            return Err(types::HostError::TooLarge(format!(
-                "topic longer than {MAX_TOPIC} bytes"
-            )));
-        }
-        self.own(conn)?;
-        let n = self
-            .shared
-            .hub
-            .subscribe_held(conn, &self.shared.topic_key(&topic))
-            .map_err(hub_err)?;
-        if n == 1 {
-            let started = Instant::now();
-            self.shared.cluster.subscriptions_settled().await;
-            self.credit(started);
-        }
-        Ok(n)
+        self.join_topic(conn, &topic, true).await
     }
 
     fn release(&mut self, conn: u64, topic: String, after: String) -> Result<(), types::HostError> {

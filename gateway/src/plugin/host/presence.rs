@@ -34,10 +34,11 @@ fn check_names(channel: &str, key: &str) -> Result<(), types::HostError> {
 
 /// A live connection of this plugin on this gateway, or `not-found`.
 fn own_local_conn(shared: &PluginShared, conn: u64) -> Result<(), types::HostError> {
-    match shared.hub.get(conn) {
-        Some(c) if *c.plugin == *shared.name => Ok(()),
-        _ => Err(types::HostError::NotFound),
-    }
+    shared
+        .cluster
+        .own(conn, &shared.name)
+        .map(drop)
+        .map_err(|_| types::HostError::NotFound)
 }
 
 impl presence::Host for HostState {

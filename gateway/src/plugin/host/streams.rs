@@ -9,6 +9,17 @@ use std::time::Instant;
 /// The longest a retained log keeps entries (a week).
 const MAX_KEEP_MS: u64 = 7 * 24 * 3600 * 1000;
 
+/// Stream entries as the plugin sees them.
+fn to_wit(entries: Vec<crate::streams::Entry>) -> Vec<streams::Entry> {
+    entries
+        .into_iter()
+        .map(|e| streams::Entry {
+            id: e.id.to_string(),
+            data: e.data.to_vec(),
+        })
+        .collect()
+}
+
 fn stream_err(e: crate::streams::StreamError) -> types::HostError {
     match e {
         crate::streams::StreamError::Invalid(m) => types::HostError::Invalid(m),
@@ -95,13 +106,7 @@ impl streams::Host for HostState {
                 .read_back(&key, before, count.clamp(1, 1000) as usize)
                 .await
                 .map_err(stream_err)?;
-            Ok(entries
-                .into_iter()
-                .map(|e| streams::Entry {
-                    id: e.id.to_string(),
-                    data: e.data.to_vec(),
-                })
-                .collect())
+            Ok(to_wit(entries))
         }
         .await;
         self.credit(started);
@@ -124,13 +129,7 @@ impl streams::Host for HostState {
                 .read(&key, after, count as usize)
                 .await
                 .map_err(stream_err)?;
-            Ok(entries
-                .into_iter()
-                .map(|e| streams::Entry {
-                    id: e.id.to_string(),
-                    data: e.data.to_vec(),
-                })
-                .collect())
+            Ok(to_wit(entries))
         }
         .await;
         self.credit(started);

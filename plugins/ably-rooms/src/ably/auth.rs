@@ -89,6 +89,16 @@ pub fn parse_query(query: &str) -> ConnectParams {
     p
 }
 
+/// Whether two secrets are equal, comparing every byte so timing does not tell how much
+/// matched.
+pub fn same_secret(a: &str, b: &str) -> bool {
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
+}
+
 /// Why a client is refused: an Ably error code, HTTP status and message.
 pub type Refusal = (u64, u64, String);
 
@@ -241,15 +251,9 @@ pub fn check_key(key: &str, keys: &[String]) -> Result<String, Refusal> {
         ));
     };
     // Compare every byte of every configured key, so timing does not tell how much matched.
-    let mut found = false;
-    for k in keys {
-        let equal = k.len() == key.len()
-            && k.bytes()
-                .zip(key.bytes())
-                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-                == 0;
-        found |= equal;
-    }
+    let found = keys
+        .iter()
+        .fold(false, |found, k| found | same_secret(k, key));
     if keys.is_empty() {
         return Err((
             40101,

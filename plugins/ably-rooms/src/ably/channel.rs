@@ -99,7 +99,7 @@ pub fn attach(conn: ConnId, state: &mut Conn, channel: &str, msg: &Map<String, V
     }
     let was_lost = state.lost.remove(channel);
     if state.channels.insert(channel.to_string()) || was_lost {
-        let _ = host::set_attachment(conn, &state.encode());
+        state.save(conn);
     }
     // What the client missed since its channelSerial (a resume, or a re-attach), or what
     // `rewind` asks for.
@@ -204,7 +204,7 @@ pub fn detach(conn: ConnId, state: &mut Conn, channel: &str) {
         let _ = host::unsubscribe(conn, &topic(format, channel));
     }
     if state.channels.remove(channel) {
-        let _ = host::set_attachment(conn, &state.encode());
+        state.save(conn);
     }
     send(
         conn,

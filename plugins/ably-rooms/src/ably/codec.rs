@@ -61,17 +61,8 @@ pub enum DecodeError {
 /// Decodes one ProtocolMessage from a client.
 pub fn decode(format: Format, frame: Frame) -> Result<Map<String, Value>, DecodeError> {
     let value = match (format, frame) {
-        (Format::Json, Frame::Text(t)) => {
-            serde_json::from_str(&t).map_err(|_| DecodeError::Malformed)?
-        }
-        (Format::Msgpack, Frame::Binary(b)) => {
-            let mut reader = b.as_slice();
-            let v = rmpv::decode::read_value(&mut reader).map_err(|_| DecodeError::Malformed)?;
-            if !reader.is_empty() {
-                return Err(DecodeError::Malformed);
-            }
-            from_msgpack(v, 0)?
-        }
+        (Format::Json, Frame::Text(t)) => parse(format, t.as_bytes())?,
+        (Format::Msgpack, Frame::Binary(b)) => parse(format, &b)?,
         _ => return Err(DecodeError::WrongFrameType),
     };
     match value {
@@ -83,20 +74,25 @@ pub fn decode(format: Format, frame: Frame) -> Result<Map<String, Value>, Decode
     }
 }
 
-/// Decodes a REST body (one message, or a list of them) in `format`; binary `data` becomes
-/// base64 as in [`decode`]. Returns the messages.
-pub fn decode_messages(format: Format, body: &[u8]) -> Result<Vec<Value>, DecodeError> {
-    let value = match format {
-        Format::Json => serde_json::from_slice(body).map_err(|_| DecodeError::Malformed)?,
+/// One whole JSON or MessagePack value (trailing bytes are an error).
+fn parse(format: Format, bytes: &[u8]) -> Result<Value, DecodeError> {
+    match format {
+        Format::Json => serde_json::from_slice(bytes).map_err(|_| DecodeError::Malformed),
         Format::Msgpack => {
-            let mut reader = body;
+            let mut reader = bytes;
             let v = rmpv::decode::read_value(&mut reader).map_err(|_| DecodeError::Malformed)?;
             if !reader.is_empty() {
                 return Err(DecodeError::Malformed);
             }
-            from_msgpack(v, 0)?
+            from_msgpack(v, 0)
         }
-    };
+    }
+}
+
+/// Decodes a REST body (one message, or a list of them) in `format`; binary `data` becomes
+/// base64 as in [`decode`]. Returns the messages.
+pub fn decode_messages(format: Format, body: &[u8]) -> Result<Vec<Value>, DecodeError> {
+    let value = parse(format, body)?;
     let list = match value {
         Value::Array(items) => items,
         one @ Value::Object(_) => vec![one],

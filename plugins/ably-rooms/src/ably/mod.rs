@@ -320,7 +320,7 @@ fn reauth(conn: ConnId, state: &mut Conn, msg: &Map<String, Value>) {
             state.capability = id.capability;
             state.expires_ms = id.expires_ms;
             arm_expiry(conn, state.expires_ms);
-            let _ = host::set_attachment(conn, &state.encode());
+            state.save(conn);
             send(conn, state.format, &connected(state));
         }
         Ok(_) => fail(

@@ -43,14 +43,6 @@ pub fn closed(attachment: &[u8]) {
 /// carries.
 pub type Failure = (u64, &'static str);
 
-fn same(a: &str, b: &str) -> bool {
-    a.len() == b.len()
-        && a.bytes()
-            .zip(b.bytes())
-            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
-            == 0
-}
-
 /// Takes over the connection `key` names for the new connection `conn` (whose freshly
 /// authenticated state is `state`): same connectionId, channels and presence members. The
 /// saved state is consumed, so a key resumes once.
@@ -60,7 +52,7 @@ pub fn resume(conn: ConnId, state: &mut Conn, key: &str) -> Result<(), Failure> 
         .ok_or((80018, "invalid connection key"))?;
     let saved = host::kv_get(&kv_key(id)).ok_or((80008, "connection state expired"))?;
     let old = Conn::decode(&saved).ok_or((80018, "invalid connection key"))?;
-    if !same(&old.secret, secret) {
+    if !super::auth::same_secret(&old.secret, secret) {
         return Err((80018, "invalid connection key"));
     }
     if old.client_id != state.client_id {
