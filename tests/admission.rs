@@ -1,18 +1,20 @@
 //! Admission caps: `max_connections_per_ip` refuses one address's extra connections with 429
-//! while it holds them, and frees the slot when one closes.
+//! while it holds them, and frees the slot when one closes; a connect flood from one address
+//! leaves room for everyone else.
 
 mod support;
 
+use std::time::Duration;
+
 use support::*;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn one_address_cannot_take_more_than_its_share() {
-    let gw = Gateway::start(
+fn echo_config(per_ip: u32) -> String {
+    format!(
         r#"
 [server]
 listen = ["127.0.0.1:0"]
 cache_dir = @CACHE_DIR@
-max_connections_per_ip = 3
+max_connections_per_ip = {per_ip}
 
 [plugins.echo]
 wasm = @ECHO_WASM@
@@ -21,8 +23,78 @@ wasm = @ECHO_WASM@
 path = "/echo"
 kind = "websocket"
 plugin = "echo"
-"#,
+"#
+    )
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+fn from(ip: [u8; 4]) -> WsOptions {
+    WsOptions {
+        source: Some(ip.into()),
+        ..WsOptions::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connect_flood_from_one_address_leaves_room_for_others() {
+    let gw = Gateway::start(echo_config(50));
+    let rss_before = rss_kib(gw.pid());
+    let addr = gw.addr();
+    // 600 attempts from 127.0.0.1, 100 at a time, each held until the flood ends.
+    let mut flood = Vec::new();
+    let (mut accepted, mut refused) = (0, 0);
+    for _ in 0..6 {
+        let wave: Vec<_> = (0..100)
+            .map(|_| tokio::spawn(ws_connect(addr, "/echo", from([127, 0, 0, 1]))))
+            .collect();
+        for t in wave {
+            match t.await.unwrap() {
+                Ok(c) => {
+                    accepted += 1;
+                    flood.push(c);
+                }
+                Err(WsConnectError::Rejected { status: 429, .. }) => refused += 1,
+                Err(e) => panic!("a flood connection failed the wrong way: {e}"),
+            }
+        }
+    }
+    assert_eq!(accepted, 50, "the per-address cap holds");
+    assert_eq!(refused, 550);
+    // Everyone else still connects, during the flood.
+    let mut others = Vec::new();
+    for i in 2..22u8 {
+        let mut c = ws_connect(addr, "/echo", from([127, 0, 0, i]))
+            .await
+            .unwrap_or_else(|e| panic!("127.0.0.{i} during the flood: {e}"));
+        assert_eq!(c.recv_text().await, "hello");
+        others.push(c);
+    }
+    let rss_during = rss_kib(gw.pid());
+    drop(flood);
+    drop(others);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    eprintln!(
+        "connect flood: 50 of 600 accepted from one address, 550 refused with 429, 20 others \
+         served; RSS {rss_before} KiB before, {rss_during} KiB during, {} KiB after",
+        rss_kib(gw.pid())
     );
+    assert_eq!(gw.health().await["status"], "ok");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_address_cannot_take_more_than_its_share() {
+    let gw = Gateway::start(echo_config(3));
     let mut held = Vec::new();
     for _ in 0..3 {
         let mut c = gw.ws("/echo").await;

@@ -78,7 +78,8 @@ async fn trap_once(gw: &Gateway, round: usize) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crash_budget_disables_plugin() {
-    let faults = "max_faults = 3\nwindow_s = 60\nbackoff_ms = 10\nbackoff_max_ms = 2000";
+    // Every fault counts (one client may spend it all) and nothing re-enables it but a reload.
+    let faults = "max_faults = 3\nmax_faults_per_client = 100\ncooldown_s = 0\nwindow_s = 60\nbackoff_ms = 10\nbackoff_max_ms = 2000";
     let gw = Gateway::start(config(faults, 300));
     let mut echo = echo_client(&gw).await;
     let mut bystander = gw.ws("/faulty").await;
@@ -163,6 +164,88 @@ async fn crash_budget_disables_plugin() {
     let mut again = gw.ws("/faulty").await;
     again.expect_echo("re-enabled", "back").await;
     echo.expect_echo("echo", "after re-enable").await;
+}
+
+/// A `/faulty` connection from `source`.
+async fn faulty_from(gw: &Gateway, source: [u8; 4]) -> Result<WsClient, WsConnectError> {
+    let opts = WsOptions {
+        source: Some(source.into()),
+        ..WsOptions::default()
+    };
+    gw.ws_with("/faulty", opts).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_client_cannot_spend_the_crash_budget() {
+    let faults = "max_faults = 5\nmax_faults_per_client = 2\ncooldown_s = 3\nwindow_s = 60\nbackoff_ms = 10\nbackoff_max_ms = 200";
+    let gw = Gateway::start(config(faults, 300));
+    let mut bystander = faulty_from(&gw, [127, 0, 0, 2]).await.expect("bystander");
+    bystander.expect_echo("bystander", "before").await;
+
+    // One address traps again and again: past its share it is refused, the plugin stays up.
+    let (mut trapped, mut refused) = (0, 0);
+    for round in 0..20 {
+        match faulty_from(&gw, [127, 0, 0, 1]).await {
+            Ok(mut c) => {
+                c.send_text("trap").await;
+                let (code, _) = c.expect_end_within(TIMEOUT).await;
+                assert_eq!(
+                    code,
+                    Some(1011),
+                    "round {round}: only the trapping connection closes"
+                );
+                trapped += 1;
+            }
+            Err(WsConnectError::Rejected { status, .. }) => {
+                assert_eq!(status, 429, "round {round}");
+                refused += 1;
+            }
+            Err(e) => panic!("round {round}: {e}"),
+        }
+    }
+    assert_eq!(
+        (trapped, refused),
+        (3, 17),
+        "two faults count, the third is blamed"
+    );
+    let h = gw.health().await;
+    assert_eq!(h["plugins"]["faulty"]["state"], json!("running"), "{h}");
+    assert_eq!(h["plugins"]["faulty"]["recent_faults"], json!(2), "{h}");
+    let m = gw.metrics().await;
+    assert_eq!(
+        m.labeled("gateway_plugin_blamed_faults_total", "plugin", "faulty"),
+        Some(1.0),
+        "{}",
+        m.raw
+    );
+    bystander.expect_echo("bystander", "still served").await;
+    let mut other = faulty_from(&gw, [127, 0, 0, 3])
+        .await
+        .expect("another client");
+    other.expect_echo("other", "welcome").await;
+
+    // Faults from many clients do spend it; after the cool-down the plugin serves again.
+    for i in 0..4u8 {
+        let mut c = faulty_from(&gw, [127, 0, 1, i]).await.expect("client");
+        c.send_text("trap").await;
+        let _ = c.expect_end_within(TIMEOUT).await;
+    }
+    let h = gw.health().await;
+    assert_eq!(h["plugins"]["faulty"]["state"], json!("disabled"), "{h}");
+    let h = gw
+        .wait_health("faulty enabled again after its cool-down", TIMEOUT, |h| {
+            h["plugins"]["faulty"]["state"] == json!("running")
+        })
+        .await;
+    assert_eq!(h["plugins"]["faulty"]["recent_faults"], json!(0), "{h}");
+    let mut back = faulty_from(&gw, [127, 0, 0, 4])
+        .await
+        .expect("after cool-down");
+    back.expect_echo("back", "served again").await;
+    assert!(
+        gw.logs()
+            .contains("plugin enabled again after its cool-down")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

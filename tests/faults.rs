@@ -18,6 +18,10 @@ max_instances = {max_instances}
 memory_limit_mb = 16
 call_timeout_ms = 300
 
+# Every test client connects from 127.0.0.1: let it spend the whole budget.
+[plugins.faulty.faults]
+max_faults_per_client = 1000
+
 [[routes]]
 path = "/faulty"
 kind = "websocket"

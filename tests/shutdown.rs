@@ -165,3 +165,55 @@ async fn draining_answers_503_and_a_second_signal_exits_at_once() {
         "a forced exit is not a clean one: {status:?}"
     );
 }
+
+/// Drill: SIGTERM right after a plugin queued thousands of Redis appends (`add-message` returns
+/// once an append is queued) while Redis holds writes (`CLIENT PAUSE`): the gateway sends them
+/// all before it exits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_sends_every_queued_redis_append_first() {
+    let redis = RedisServer::start();
+    let cfg = with_redis(
+        r#"
+[plugins.faulty]
+wasm = @FAULTY_WASM@
+max_instances = 1
+memory_limit_mb = 64
+call_timeout_ms = 20000
+
+[[routes]]
+path = "/faulty"
+kind = "websocket"
+plugin = "faulty"
+origins = ["*"]
+"#,
+        &redis,
+    );
+    let mut gw = Gateway::start(cfg);
+    let mut c = gw.ws("/faulty").await;
+    c.expect_echo("drill", "warm up").await;
+    let n = 20_000;
+    c.send_text(&format!("add y:room:drill:doc {n} 1000")).await;
+    assert_eq!(redis.cli(&["CLIENT", "PAUSE", "3000", "WRITE"]), "OK");
+    assert_eq!(c.recv_text().await, format!("queued {n}"));
+    gw.sigterm();
+    let status = gw.wait_exit(EXIT_BOUND).await.expect("exits after SIGTERM");
+    assert!(status.success(), "exit status {status:?}");
+    assert_eq!(
+        redis.cli(&["XLEN", "y:room:drill:doc"]),
+        n.to_string(),
+        "every queued append reached Redis"
+    );
+    let logs = plain(&gw.logs());
+    let line = logs
+        .lines()
+        .find(|l| l.contains("flushed the queued Redis appends"))
+        .unwrap_or_else(|| panic!("no flush line:\n{logs}"));
+    let queued: u64 = line
+        .split("queued=")
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    assert!(queued > 0, "appends were still queued at SIGTERM: {line}");
+    eprintln!("{line}");
+}

@@ -3,11 +3,14 @@
 
 use crate::config::Config;
 use crate::storage::Storage;
-use crate::streams::{MemoryStreams, RedisStreams, Streams};
+use crate::streams::{LogOptions, MemoryStreams, RedisStreams, Streams};
 use crate::yredis::worker::Worker;
 use anyhow::Context;
 use std::sync::Arc;
 use std::time::Duration;
+
+/// Longest a graceful shutdown waits for queued Redis appends.
+const FLUSH_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Streams, storage and (when enabled) the in-process worker.
 #[derive(Clone)]
@@ -36,8 +39,11 @@ impl Backends {
             }
             None => {
                 let dir = cfg.resolve(&cfg.streams.data_dir);
-                let sync = Duration::from_millis(cfg.streams.sync_interval_ms);
-                let s = MemoryStreams::open(&dir, sync)
+                let options = LogOptions {
+                    sync_interval: Duration::from_millis(cfg.streams.sync_interval_ms),
+                    rewrite_min_bytes: cfg.streams.rewrite_min_bytes,
+                };
+                let s = MemoryStreams::open_with(&dir, options)
                     .with_context(|| format!("opening the stream log in {}", dir.display()))?;
                 tracing::info!(dir = %dir.display(), "streams: in-process, logged");
                 Streams::Memory(s)
@@ -76,10 +82,27 @@ impl Backends {
         })
     }
 
-    /// Flushes the stream log (graceful shutdown).
+    /// Flushes the stream log, or the appends queued for Redis (graceful shutdown).
     pub async fn close(&self) {
-        if let Streams::Memory(m) = &self.streams {
-            m.close();
+        match &self.streams {
+            Streams::Memory(m) => m.close(),
+            Streams::Redis(r) => {
+                // Appends a client was told are on their way reach Redis before the exit.
+                let queued = r.queued();
+                let started = std::time::Instant::now();
+                match tokio::time::timeout(FLUSH_TIMEOUT, r.flush()).await {
+                    Ok(()) => tracing::info!(
+                        queued,
+                        ms = started.elapsed().as_millis() as u64,
+                        "flushed the queued Redis appends"
+                    ),
+                    Err(_) => tracing::error!(
+                        queued,
+                        left = r.queued(),
+                        "Redis appends still queued after {FLUSH_TIMEOUT:?}; exiting without them"
+                    ),
+                }
+            }
         }
     }
 }

@@ -83,6 +83,8 @@ pub struct PluginMetrics {
     pub traps: AtomicU64,
     /// Calls interrupted by the deadline.
     pub timeouts: AtomicU64,
+    /// Faults blamed on a client that spent its share of the crash budget.
+    pub blamed_faults: AtomicU64,
     /// Instances created.
     pub instantiations: AtomicU64,
     /// Call latency.
@@ -250,6 +252,19 @@ impl Metrics {
                 out,
                 "gateway_plugin_timeouts_total{{plugin=\"{p}\"}} {}",
                 m.timeouts.load(Relaxed)
+            );
+        }
+        fam(
+            &mut out,
+            "gateway_plugin_blamed_faults_total",
+            "counter",
+            "Plugin faults blamed on a client past its share of the crash budget (not counted against the plugin).",
+        );
+        for (p, m, _) in &plugins {
+            let _ = writeln!(
+                out,
+                "gateway_plugin_blamed_faults_total{{plugin=\"{p}\"}} {}",
+                m.blamed_faults.load(Relaxed)
             );
         }
         fam(

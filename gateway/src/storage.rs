@@ -13,7 +13,8 @@ use std::sync::Arc;
 /// Why a storage operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
-    /// The name is empty, absolute, or has `.`/`..`/empty segments.
+    /// The name is empty, absolute, has `.`/`..`/empty segments, or starts with the reserved
+    /// `.gateway-tmp`.
     #[error("invalid object name '{0}'")]
     InvalidName(String),
     /// The backend failed.
@@ -33,9 +34,13 @@ pub enum Storage {
     Object(Arc<dyn ObjectStore>),
 }
 
+/// The directory under a `Dir` root where writes in progress live (a reserved name).
+const TMP_DIR: &str = ".gateway-tmp";
+
 fn check_name(name: &str) -> Result<(), StorageError> {
     let bad = name.is_empty()
         || name.starts_with('/')
+        || name.split('/').next() == Some(TMP_DIR)
         || name
             .split('/')
             .any(|s| s.is_empty() || s == "." || s == "..")
@@ -147,21 +152,26 @@ impl Storage {
         match self {
             Storage::Dir(root) => {
                 let path = root.join(name);
-                let tmp = path.with_file_name(format!(
-                    ".{}.tmp-{}",
-                    path.file_name().and_then(|n| n.to_str()).unwrap_or("obj"),
-                    uuid::Uuid::new_v4()
-                ));
+                // Written beside the tree and renamed into place: a short temporary name
+                // whatever the object's, never listed, removed again when the write fails.
+                let tmp_dir = root.join(TMP_DIR);
+                let tmp = tmp_dir.join(uuid::Uuid::new_v4().to_string());
                 let io = |e: std::io::Error| StorageError::Backend(format!("{name}: {e}"));
                 tokio::task::spawn_blocking(move || {
                     use std::io::Write;
+                    std::fs::create_dir_all(&tmp_dir)?;
                     if let Some(dir) = path.parent() {
                         std::fs::create_dir_all(dir)?;
                     }
-                    let mut f = std::fs::File::create(&tmp)?;
-                    f.write_all(&data)?;
-                    f.sync_all()?;
-                    std::fs::rename(&tmp, &path)
+                    let written = std::fs::File::create(&tmp).and_then(|mut f| {
+                        f.write_all(&data)?;
+                        f.sync_all()?;
+                        std::fs::rename(&tmp, &path)
+                    });
+                    if written.is_err() {
+                        let _ = std::fs::remove_file(&tmp);
+                    }
+                    written
                 })
                 .await
                 .map_err(|e| StorageError::Backend(e.to_string()))?
@@ -239,8 +249,8 @@ fn list_dir(root: &Path, prefix: &str) -> Result<Vec<String>, StorageError> {
             let Ok(file) = ent.file_name().into_string() else {
                 continue;
             };
-            if file.starts_with('.') {
-                continue; // temporary files of writes in progress
+            if name.is_empty() && file == TMP_DIR {
+                continue; // writes in progress
             }
             let full = if name.is_empty() {
                 file.clone()

@@ -51,3 +51,21 @@ pub const STARTUP_TIMEOUT: Duration = Duration::from_secs(90);
 
 /// Admin key given to gateways started with an admin key.
 pub const ADMIN_KEY: &str = "test-admin-key-0123456789";
+
+/// Log text without terminal colours.
+pub fn plain(logs: &str) -> String {
+    let mut out = String::with_capacity(logs.len());
+    let mut chars = logs.chars();
+    while let Some(ch) = chars.next() {
+        if ch == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(ch);
+        }
+    }
+    out
+}

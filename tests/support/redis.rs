@@ -91,6 +91,17 @@ impl RedisServer {
     }
 
     /// `redis://127.0.0.1:PORT`.
+    /// Runs `redis-cli` against this server and returns its trimmed output.
+    pub fn cli(&self, args: &[&str]) -> String {
+        let out = Command::new("redis-cli")
+            .args(["-h", "127.0.0.1", "-p"])
+            .arg(self.addr.port().to_string())
+            .args(args)
+            .output()
+            .expect("run redis-cli");
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
     pub fn url(&self) -> String {
         format!("redis://{}", self.addr)
     }

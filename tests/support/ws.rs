@@ -26,6 +26,8 @@ pub struct WsOptions {
     pub recv_buffer: Option<u32>,
     /// Do not read the socket until [`WsClient::resume`] (a deliberately slow consumer).
     pub paused: bool,
+    /// Connect from this loopback address (e.g. 127.0.0.2) instead of 127.0.0.1.
+    pub source: Option<std::net::IpAddr>,
 }
 
 impl WsOptions {
@@ -116,6 +118,11 @@ async fn ws_connect_inner(
     let socket = TcpSocket::new_v4().map_err(|e| fail(&e))?;
     if let Some(size) = opts.recv_buffer {
         socket.set_recv_buffer_size(size).map_err(|e| fail(&e))?;
+    }
+    if let Some(ip) = opts.source {
+        socket
+            .bind(std::net::SocketAddr::new(ip, 0))
+            .map_err(|e| fail(&e))?;
     }
     let stream = socket.connect(addr).await.map_err(|e| fail(&e))?;
     stream.set_nodelay(true).map_err(|e| fail(&e))?;

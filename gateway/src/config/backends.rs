@@ -47,6 +47,8 @@ pub struct StreamsConfig {
     /// `fdatasync` the log at most this often (0 = never; a process crash loses nothing
     /// either way, this bounds what a power loss may take).
     pub sync_interval_ms: u64,
+    /// Rewrite the log once it is this large and at least twice the live data (bytes).
+    pub rewrite_min_bytes: u64,
 }
 
 impl Default for StreamsConfig {
@@ -54,6 +56,7 @@ impl Default for StreamsConfig {
         Self {
             data_dir: PathBuf::from("data/streams"),
             sync_interval_ms: 1000,
+            rewrite_min_bytes: 64 << 20,
         }
     }
 }

@@ -22,6 +22,13 @@ pub struct FaultPolicy {
     pub on_fault: OnFault,
     /// Faults tolerated within `window_s`; one more disables the plugin.
     pub max_faults: u32,
+    /// Faults of the connections of one client address that count toward `max_faults` within
+    /// `window_s`. Past it the faults are blamed on that client: its connection is closed, it
+    /// is refused new connections (429) until its faults age out, and the plugin stays up.
+    pub max_faults_per_client: u32,
+    /// A disabled plugin is enabled again (with a fresh budget) after this many seconds;
+    /// 0 keeps it disabled until a new version is loaded.
+    pub cooldown_s: u64,
     /// Length of the crash-budget window.
     pub window_s: u64,
     /// First restart delay after a fault; doubles with each consecutive fault.
@@ -35,6 +42,8 @@ impl Default for FaultPolicy {
         Self {
             on_fault: OnFault::Close,
             max_faults: 20,
+            max_faults_per_client: 3,
+            cooldown_s: 60,
             window_s: 60,
             backoff_ms: 10,
             backoff_max_ms: 2000,

@@ -4,7 +4,7 @@
 use super::bindings::gateway::plugin::streams::Entry as StreamEntry;
 use super::bindings::gateway::plugin::types::{ConnInfo, Frame, HttpRequest, HttpResponse, Reject};
 use super::bindings::{Plugin, PluginPre};
-use super::faults::FaultTracker;
+use super::faults::{Fault, FaultTracker};
 use super::host::HostState;
 use super::shared::{HostServices, PluginShared};
 use super::timers::Timers;
@@ -12,6 +12,7 @@ use crate::config::{FaultPolicy, OnFault};
 use crate::hub::Conn;
 use arc_swap::ArcSwap;
 use parking_lot::Mutex;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
@@ -162,13 +163,13 @@ impl PluginSlot {
 
     /// Current health.
     pub fn status(&self) -> PluginStatus {
-        let s = self.state.lock();
+        let policy = self.version.load().faults;
+        let mut s = self.state.lock();
+        let disabled = s
+            .faults
+            .is_disabled(&policy, Instant::now(), &self.shared.name);
         PluginStatus {
-            state: if s.faults.disabled {
-                "disabled"
-            } else {
-                "running"
-            },
+            state: if disabled { "disabled" } else { "running" },
             last_error: s.last_error.clone(),
             recent_faults: s.faults.recent_faults(),
             reloads: s.reloads,
@@ -176,9 +177,23 @@ impl PluginSlot {
         }
     }
 
-    /// Whether the crash budget is spent.
+    /// Whether the crash budget is spent (and the cool-down has not passed yet).
     pub fn is_disabled(&self) -> bool {
-        self.state.lock().faults.disabled
+        let policy = self.version.load().faults;
+        self.state
+            .lock()
+            .faults
+            .is_disabled(&policy, Instant::now(), &self.shared.name)
+    }
+
+    /// Whether connections from `client` are refused because they spent its share of the
+    /// crash budget.
+    pub fn blames(&self, client: IpAddr) -> bool {
+        let policy = self.version.load().faults;
+        self.state
+            .lock()
+            .faults
+            .blames(&policy, Instant::now(), client)
     }
 
     /// Makes `v` the version new events use; running calls finish on the old one, whose
@@ -292,11 +307,14 @@ impl PluginSlot {
         })
     }
 
+    /// Returns the instance after a call; a fault is recorded against `client`, the address of
+    /// the connection the call was made for (if any).
     fn release<R>(
         &self,
         lease: Lease,
         started: Instant,
         r: wasmtime::Result<R>,
+        client: Option<IpAddr>,
     ) -> Result<R, CallError> {
         let m = &self.shared.metrics;
         m.calls.fetch_add(1, Relaxed);
@@ -320,14 +338,25 @@ impl PluginSlot {
                     }
                     _ => CallError::Trap(format!("{e}{}", lease.inst.store.data().stderr_tail())),
                 };
-                let spent = {
+                let fault = {
                     let mut s = self.state.lock();
                     s.last_error = Some(err.to_string());
-                    s.faults.record(&lease.policy, Instant::now())
+                    s.faults.record(&lease.policy, Instant::now(), client)
                 };
-                tracing::warn!(plugin = %self.shared.name, "{err}; instance discarded");
-                if spent {
-                    self.disable();
+                match fault {
+                    Fault::Blamed => tracing::warn!(
+                        plugin = %self.shared.name,
+                        client = ?client,
+                        "{err}; instance discarded; blamed on the client, which is refused until its faults age out"
+                    ),
+                    _ => tracing::warn!(plugin = %self.shared.name, "{err}; instance discarded"),
+                }
+                match fault {
+                    Fault::Spent => self.disable(),
+                    Fault::Blamed => {
+                        m.blamed_faults.fetch_add(1, Relaxed);
+                    }
+                    Fault::Counted => {}
                 }
                 Err(err)
             }
@@ -351,7 +380,8 @@ impl PluginSlot {
         tracing::error!(
             plugin = %self.shared.name,
             connections = conns.len(),
-            "crash budget spent: plugin disabled until a new version is loaded"
+            cooldown_s = self.version.load().faults.cooldown_s,
+            "crash budget spent: plugin disabled until its cool-down passes or a new version is loaded"
         );
         for c in conns {
             c.outbox.close(1011, "plugin disabled");
@@ -364,7 +394,12 @@ impl PluginSlot {
         let t = Instant::now();
         l.inst.store.data_mut().current_conn = Some(info.id);
         let r = l.inst.bindings.call_on_open(&mut l.inst.store, info).await;
-        self.release(l, t, r)
+        self.release(
+            l,
+            t,
+            r,
+            info.remote_addr.parse::<SocketAddr>().ok().map(|a| a.ip()),
+        )
     }
 
     /// Delivers one message.
@@ -378,7 +413,7 @@ impl PluginSlot {
             .bindings
             .call_on_frame(&mut l.inst.store, conn.id, &att, frame)
             .await;
-        self.release(l, t, r)
+        self.release(l, t, r, Some(conn.remote.ip()))
     }
 
     /// Reports a closed connection.
@@ -392,7 +427,7 @@ impl PluginSlot {
             .bindings
             .call_on_close(&mut l.inst.store, conn.id, &att, code, reason)
             .await;
-        self.release(l, t, r)
+        self.release(l, t, r, Some(conn.remote.ip()))
     }
 
     /// Hands an HTTP request to the plugin.
@@ -400,7 +435,7 @@ impl PluginSlot {
         let mut l = self.acquire().await?;
         let t = Instant::now();
         let r = l.inst.bindings.call_on_http(&mut l.inst.store, req).await;
-        self.release(l, t, r)
+        self.release(l, t, r, None)
     }
 
     /// Hands a batch of stream entries to the plugin; returns the frames to publish.
@@ -424,7 +459,7 @@ impl PluginSlot {
             .bindings
             .call_on_stream(&mut l.inst.store, topic, key, &list)
             .await;
-        self.release(l, t, r)
+        self.release(l, t, r, None)
     }
 
     /// Fires a timer.
@@ -436,7 +471,7 @@ impl PluginSlot {
             .bindings
             .call_on_timer(&mut l.inst.store, token)
             .await;
-        self.release(l, t, r)
+        self.release(l, t, r, None)
     }
 }
 
@@ -456,7 +491,7 @@ impl PluginSlot {
             .bindings
             .call_on_presence_left(&mut l.inst.store, channel, &members)
             .await;
-        self.release(l, t, r)
+        self.release(l, t, r, None)
     }
 }
 

@@ -86,6 +86,11 @@ pub async fn metrics(app: &App, live: &Live) -> Response<Body> {
     );
     let _ = writeln!(
         text,
+        "# HELP gateway_stream_log_errors_total Stream log writes, syncs and rewrites that failed, and damaged logs replayed.\n# TYPE gateway_stream_log_errors_total counter\ngateway_stream_log_errors_total {}",
+        crate::streams::log::errors()
+    );
+    let _ = writeln!(
+        text,
         "# HELP gateway_bound_streams Streams tailed for local subscribers.\n# TYPE gateway_bound_streams gauge\ngateway_bound_streams {}",
         b.streams.tailer().len()
     );

@@ -45,6 +45,16 @@ pub async fn websocket(
     let Some(slot) = serving_slot(live, route) else {
         return refuse(app, plugin_unavailable());
     };
+    if slot.blames(remote.ip()) {
+        tracing::info!(%remote, plugin = %slot.shared.name, "refused: this address keeps making the plugin fail");
+        return refuse(
+            app,
+            error(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too many plugin faults from this address; retry later",
+            ),
+        );
+    }
     let spec = ConnSpec {
         plugin: slot.shared.name.clone(),
         route: Arc::from(route.path.as_str()),

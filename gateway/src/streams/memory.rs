@@ -2,7 +2,9 @@
 //! append log. Every change is written to the log (a `write` into the page cache, under the
 //! streams lock, so the log order is the id order) before its entries are handed to the
 //! tailer: whatever a client has seen delivered survives a crash of the process. A background
-//! thread `fdatasync`s the log every `sync_interval_ms` for power loss.
+//! thread `fdatasync`s the log every `sync_interval_ms` for power loss. A write that fails
+//! (a full disk) is cut back off the log and refused; a failed sync rewrites the log from
+//! memory; rewrites run on their own thread while appends go on.
 
 use super::log::{self, Record};
 use super::tail::Tailer;
@@ -14,11 +16,26 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
-/// The log is rewritten once it is this large and at least twice the live data.
-const REWRITE_MIN_BYTES: u64 = 64 << 20;
+/// How the stream log is kept.
+#[derive(Debug, Clone, Copy)]
+pub struct LogOptions {
+    /// `fdatasync` at most this often (zero: never).
+    pub sync_interval: Duration,
+    /// The log is rewritten once it is this large and at least twice the live data.
+    pub rewrite_min_bytes: u64,
+}
+
+impl Default for LogOptions {
+    fn default() -> Self {
+        Self {
+            sync_interval: Duration::from_secs(1),
+            rewrite_min_bytes: 64 << 20,
+        }
+    }
+}
 
 #[derive(Default)]
 struct Stream {
@@ -55,9 +72,21 @@ const SWEEP_EVERY: u32 = 1024;
 struct LogFile {
     file: File,
     path: PathBuf,
+    /// Bytes of whole records in the file: a failed write is cut back to this.
     written: u64,
     dirty: bool,
     buf: Vec<u8>,
+    rewrite_min_bytes: u64,
+    /// While a rewrite runs: the records committed since its snapshot, framed, to append to
+    /// the new file before it replaces the old one.
+    rewriting: Option<Vec<u8>>,
+    /// A failed write could not be cut off: nothing is accepted until it can.
+    broken: bool,
+    /// A sync failed: the page cache may have dropped what it held, so the log is rewritten
+    /// from memory.
+    needs_rewrite: bool,
+    /// Where the rewrite thread finds the streams.
+    this: Weak<Mutex<Inner>>,
 }
 
 impl Inner {
@@ -123,17 +152,30 @@ impl MemoryStreams {
         })
     }
 
+    /// Opens (or creates) the log in `dir` with default [`LogOptions`] but `sync_interval`.
+    pub fn open(dir: &Path, sync_interval: Duration) -> Result<Arc<Self>, StreamError> {
+        Self::open_with(
+            dir,
+            LogOptions {
+                sync_interval,
+                ..LogOptions::default()
+            },
+        )
+    }
+
     /// Opens (or creates) the log in `dir`, replays it (and rewrites it compactly), and starts
     /// the sync thread. Every replayed stream gets a compaction task. Blocking.
-    pub fn open(dir: &Path, sync_interval: Duration) -> Result<Arc<Self>, StreamError> {
+    pub fn open_with(dir: &Path, options: LogOptions) -> Result<Arc<Self>, StreamError> {
         std::fs::create_dir_all(dir)
             .map_err(|e| StreamError::Log(format!("{}: {e}", dir.display())))?;
         let path = log::log_path(dir);
+        // A rewrite the last process did not finish: the log it was to replace is intact.
+        let _ = std::fs::remove_file(log::temp_path(&path));
         let started = Instant::now();
-        let (records, _) = log::replay(&path)?;
-        let replayed = records.len();
+        let mut replayed = log::replay(&path)?;
+        let count = replayed.records.len();
         let mut inner = Inner::default();
-        for r in records {
+        for r in std::mem::take(&mut replayed.records) {
             inner.apply(r);
         }
         inner
@@ -146,28 +188,48 @@ impl MemoryStreams {
                 inner.enqueue_task(wk, k, now);
             }
         }
-        let file = log::rewrite(&path, &snapshot(&inner))?;
+        // A clean log is appended to where it ends (a torn tail or damage is cut off first:
+        // replay saved damaged bytes aside); only a log without checksums, or none at all, is
+        // written afresh. A nearly full disk can thus still start the gateway.
+        let (file, written) = if replayed.legacy || !path.exists() {
+            log::rewrite(&path, &snapshot(&inner))?
+        } else {
+            let file = log::open_append(&path)?;
+            if replayed.dropped_bytes > 0 {
+                file.set_len(replayed.good_bytes)
+                    .and_then(|()| file.sync_all())
+                    .map_err(|e| StreamError::Log(format!("{}: {e}", path.display())))?;
+            }
+            (file, replayed.good_bytes)
+        };
         tracing::info!(
             dir = %dir.display(),
-            records = replayed,
+            records = count,
             streams = keys.len(),
             ms = started.elapsed().as_millis() as u64,
             "stream log replayed"
         );
-        let written = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-        inner.log = Some(LogFile {
-            file,
-            path,
-            written,
-            dirty: false,
-            buf: Vec::with_capacity(4096),
+        let inner = Arc::new_cyclic(|this| {
+            inner.log = Some(LogFile {
+                file,
+                path,
+                written,
+                dirty: false,
+                buf: Vec::with_capacity(4096),
+                rewrite_min_bytes: options.rewrite_min_bytes,
+                rewriting: None,
+                broken: false,
+                needs_rewrite: false,
+                this: this.clone(),
+            });
+            Mutex::new(inner)
         });
-        let inner = Arc::new(Mutex::new(inner));
-        if !sync_interval.is_zero() {
+        if !options.sync_interval.is_zero() {
             let weak = Arc::downgrade(&inner);
+            let interval = options.sync_interval;
             std::thread::Builder::new()
                 .name("stream-log-sync".into())
-                .spawn(move || syncer(weak, sync_interval))
+                .spawn(move || syncer(weak, interval))
                 .map_err(|e| StreamError::Log(e.to_string()))?;
         }
         Ok(Arc::new(Self {
@@ -178,38 +240,51 @@ impl MemoryStreams {
 
     /// Syncs the log to disk (graceful shutdown).
     pub fn close(&self) {
-        if let Some(f) = self
-            .inner
-            .lock()
-            .log
-            .as_ref()
-            .and_then(|l| l.file.try_clone().ok())
+        let log = self.inner.lock();
+        if let Some(l) = log.log.as_ref()
+            && let Err(e) = l.file.sync_data()
         {
-            let _ = f.sync_data();
+            log::count_error();
+            tracing::error!(file = %l.path.display(), "stream log sync failed at shutdown: {e}");
         }
     }
 
     /// Logs a change (when logged), then applies it. A failed write is an error and changes
-    /// nothing: nothing is delivered that is not logged. The log is rewritten only after the
-    /// change is applied, so the rewrite's snapshot includes it.
+    /// nothing: nothing is delivered that is not logged, and the part of the record that did
+    /// reach the file is cut off again. The log is rewritten only after the change is applied,
+    /// so the rewrite's snapshot includes it.
     fn commit(&self, inner: &mut Inner, rec: Record) -> Result<(), StreamError> {
         if let Some(log) = inner.log.as_mut() {
+            if log.broken {
+                log.file
+                    .set_len(log.written)
+                    .map_err(|e| StreamError::Log(format!("log unusable: {e}")))?;
+                log.broken = false;
+            }
             log.buf.clear();
             rec.encode(&mut log.buf);
             if let Err(e) = log.file.write_all(&log.buf) {
+                log::count_error();
                 tracing::error!(file = %log.path.display(), "stream log write failed: {e}");
+                if let Err(t) = log.file.set_len(log.written) {
+                    tracing::error!(file = %log.path.display(), "cannot cut the failed write off the stream log: {t}");
+                    log.broken = true;
+                }
                 return Err(StreamError::Log(e.to_string()));
             }
             log.written += log.buf.len() as u64;
             log.dirty = true;
+            if let Some(pending) = log.rewriting.as_mut() {
+                pending.extend_from_slice(&log.buf);
+            }
         }
         inner.apply(rec);
         if inner
             .log
             .as_ref()
-            .is_some_and(|l| l.written > REWRITE_MIN_BYTES)
+            .is_some_and(|l| l.written > l.rewrite_min_bytes)
         {
-            maybe_rewrite(inner);
+            maybe_rewrite(inner, false);
         }
         Ok(())
     }
@@ -443,48 +518,101 @@ fn snapshot(inner: &Inner) -> Vec<Record> {
     out
 }
 
-/// Rewrites the log from the live entries once it is mostly garbage (trimmed or deleted).
-fn maybe_rewrite(inner: &mut Inner) {
+/// Starts a rewrite of the log from the live entries once it is mostly garbage (trimmed or
+/// deleted), or at once when `force`d. The snapshot is taken here, under the lock; the file is
+/// written on its own thread, and what is committed meanwhile is appended before it replaces
+/// the log.
+fn maybe_rewrite(inner: &mut Inner, force: bool) {
     let live: u64 = inner.streams.values().map(|s| s.bytes as u64).sum();
     let Some(log) = inner.log.as_ref() else {
         return;
     };
-    if live * 2 > log.written {
+    if log.rewriting.is_some() || (!force && live * 2 > log.written) {
         return;
     }
     let before = log.written;
     let records = snapshot(inner);
-    let path = log.path.clone();
-    match log::rewrite(&path, &records) {
-        Ok(f) => {
-            let log = inner.log.as_mut().expect("checked above");
-            log.file = f;
-            log.written = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-            tracing::info!(before, after = log.written, "stream log rewritten");
-        }
-        Err(e) => tracing::error!("stream log rewrite failed: {e}"),
+    let log = inner.log.as_mut().expect("checked above");
+    let (path, this) = (log.path.clone(), log.this.clone());
+    log.rewriting = Some(Vec::new());
+    log.needs_rewrite = false;
+    tracing::info!(before, live, "stream log rewrite started");
+    let spawned = std::thread::Builder::new()
+        .name("stream-log-rewrite".into())
+        .spawn(move || rewrite(this, path, records, before));
+    if let Err(e) = spawned {
+        tracing::error!("cannot start the stream log rewrite: {e}");
+        log.rewriting = None;
     }
 }
 
-/// `fdatasync`s the log every `interval` while something was written.
-fn syncer(inner: std::sync::Weak<Mutex<Inner>>, interval: Duration) {
+/// The rewrite thread: writes the snapshot to the temporary file, then, under the lock, adds
+/// what was committed meanwhile and renames it over the log.
+fn rewrite(this: Weak<Mutex<Inner>>, path: PathBuf, records: Vec<Record>, before: u64) {
+    let tmp = log::temp_path(&path);
+    let written = log::write_temp(&tmp, &records, &[]);
+    drop(records);
+    let Some(inner) = this.upgrade() else {
+        let _ = std::fs::remove_file(&tmp);
+        return;
+    };
+    let mut g = inner.lock();
+    let Some(log) = g.log.as_mut() else { return };
+    let pending = log.rewriting.take().unwrap_or_default();
+    let installed = written.and_then(|w| {
+        // The handle is opened before the rename and follows the file through it.
+        let mut f = log::open_append(&tmp)?;
+        f.write_all(&pending)
+            .and_then(|()| f.sync_data())
+            .map_err(|e| StreamError::Log(format!("{}: {e}", tmp.display())))?;
+        log::install(&tmp, &path)?;
+        Ok((f, w + pending.len() as u64))
+    });
+    match installed {
+        Ok((f, after)) => {
+            log.file = f;
+            log.written = after;
+            log.broken = false;
+            tracing::info!(before, after, "stream log rewritten");
+        }
+        Err(e) => {
+            log::count_error();
+            log.needs_rewrite = true;
+            let _ = std::fs::remove_file(&tmp);
+            tracing::error!("stream log rewrite failed (the old log stays): {e}");
+        }
+    }
+}
+
+/// `fdatasync`s the log every `interval` while something was written; a failed sync is
+/// counted, logged and answered with a rewrite from memory.
+fn syncer(inner: Weak<Mutex<Inner>>, interval: Duration) {
     loop {
         std::thread::sleep(interval);
         let Some(inner) = inner.upgrade() else { return };
         let file = {
             let mut g = inner.lock();
+            if g.log.as_ref().is_some_and(|l| l.needs_rewrite) {
+                maybe_rewrite(&mut g, true);
+            }
             match g.log.as_mut() {
                 Some(l) if l.dirty => {
                     l.dirty = false;
-                    l.file.try_clone().ok()
+                    l.file.try_clone().ok().map(|f| (f, l.path.clone()))
                 }
                 _ => None,
             }
         };
-        drop(inner);
-        if let Some(f) = file {
-            let _ = f.sync_data();
+        if let Some((f, path)) = file
+            && let Err(e) = f.sync_data()
+        {
+            log::count_error();
+            tracing::error!(file = %path.display(), "stream log sync failed, rewriting it from memory: {e}");
+            if let Some(l) = inner.lock().log.as_mut() {
+                l.needs_rewrite = true;
+            }
         }
+        drop(inner);
     }
 }
 

@@ -5,13 +5,13 @@
 //! whoever bound them, through the [`StreamSink`] trait.
 
 mod id;
-mod log;
+pub mod log;
 mod memory;
 mod redis;
 pub mod tail;
 
 pub use id::StreamId;
-pub use memory::MemoryStreams;
+pub use memory::{LogOptions, MemoryStreams};
 pub use redis::RedisStreams;
 pub use tail::StreamSink;
 

@@ -66,3 +66,11 @@ impl Plugin for AblyRooms {
 }
 
 plugin_sdk::export_plugin!(AblyRooms);
+
+/// Entry points for the fuzz targets in `fuzz/`: the pure decoders, without host calls.
+#[cfg(fuzzing)]
+#[doc(hidden)]
+pub mod fuzzing {
+    pub use crate::ably::fuzzing::{credentials, json, msgpack};
+    pub use crate::letshare::fuzzing::client_frame as letshare_frame;
+}

@@ -158,14 +158,14 @@ fn error(status: u16, message: &str) -> HttpResponse {
 
 /// A validated `/ws/send` or `/ws/broadcast` body.
 #[derive(Debug, PartialEq)]
-struct Outgoing {
+pub(crate) struct Outgoing {
     message_type: &'static str,
     data: Value,
     to_user_id: Option<String>,
 }
 
 /// Parses a `/ws/send` (`direct`) or `/ws/broadcast` body.
-fn parse_outgoing(body: &[u8], direct: bool) -> Result<Outgoing, String> {
+pub(crate) fn parse_outgoing(body: &[u8], direct: bool) -> Result<Outgoing, String> {
     let Ok(Value::Object(mut body)) = serde_json::from_slice::<Value>(body) else {
         return Err("the body must be a JSON object".into());
     };
@@ -195,7 +195,7 @@ fn parse_outgoing(body: &[u8], direct: bool) -> Result<Outgoing, String> {
 }
 
 /// The idle threshold of a `/ws/cleanup` body (empty, `{}` or `null` means `default`).
-fn parse_cleanup(body: &[u8], default: u64) -> Result<u64, String> {
+pub(crate) fn parse_cleanup(body: &[u8], default: u64) -> Result<u64, String> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(default);
     }

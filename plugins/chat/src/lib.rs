@@ -118,3 +118,43 @@ fn reply_error(conn: ConnId, error: &ClientError) {
 }
 
 plugin_sdk::export_plugin!(Chat);
+
+/// Entry points for the fuzz targets in `fuzz/`: the pure parsers, without host calls.
+#[cfg(fuzzing)]
+#[doc(hidden)]
+pub mod fuzzing {
+    use crate::envelope::{Request, parse_request, render};
+
+    /// Parses one client text frame and renders what the server would send for it; a request
+    /// that parses must render as JSON whose `message_type` is the request's.
+    pub fn client_frame(text: &str) {
+        match parse_request(text) {
+            Ok(Request::Chat {
+                message_type, data, ..
+            }) => {
+                let out = render("i", "t", message_type, &data, Some("u"), Some("v"));
+                let v: serde_json::Value = serde_json::from_str(&out).expect("rendered JSON");
+                assert_eq!(v["message_type"], message_type);
+            }
+            Ok(Request::Ping { data }) => {
+                let out = render("i", "t", "pong", &data, None, None);
+                serde_json::from_str::<serde_json::Value>(&out).expect("rendered JSON");
+            }
+            Err(e) => {
+                let out = render("i", "t", "error", &e, None, None);
+                serde_json::from_str::<serde_json::Value>(&out).expect("error JSON");
+            }
+        }
+    }
+
+    /// Parses admin API bodies and a connection attachment.
+    pub fn admin_body(body: &[u8]) {
+        let _ = crate::admin::parse_outgoing(body, true);
+        let _ = crate::admin::parse_outgoing(body, false);
+        let _ = crate::admin::parse_cleanup(body, 60);
+        if let Some(user) = crate::user::User::decode(body) {
+            assert_eq!(crate::user::User::decode(&user.encode()), Some(user));
+        }
+        let _ = crate::user::User::from_claims(std::str::from_utf8(body).ok());
+    }
+}

@@ -40,6 +40,13 @@ const MAX_ADD_BATCH: usize = 512;
 /// Appends waiting for the batcher before callers wait for room.
 const ADD_QUEUE: usize = 16_384;
 
+/// What waits for the batcher: an append, or a flush that is answered once everything queued
+/// before it was sent and answered.
+enum Queued {
+    Add(AddReq),
+    Flush(tokio::sync::oneshot::Sender<()>),
+}
+
 /// One append waiting to be sent.
 struct AddReq {
     key: String,
@@ -69,7 +76,7 @@ pub struct RedisStreams {
     add_script: redis::Script,
     groups: Mutex<HashSet<String>>,
     reader_id: Mutex<Option<i64>>,
-    adds: tokio::sync::mpsc::Sender<AddReq>,
+    adds: tokio::sync::mpsc::Sender<Queued>,
     /// Delivery of bound streams.
     pub tailer: Arc<Tailer>,
 }
@@ -163,14 +170,27 @@ impl RedisStreams {
     ) -> Result<(), StreamError> {
         let worker_key = worker_key_of(key)?;
         self.adds
-            .send(AddReq {
+            .send(Queued::Add(AddReq {
                 key: key.to_string(),
                 worker_key,
                 data,
                 on_fail,
-            })
+            }))
             .await
             .map_err(|_| StreamError::Redis("stream backend closed".into()))
+    }
+
+    /// Appends queued and not yet sent to Redis.
+    pub fn queued(&self) -> usize {
+        ADD_QUEUE - self.adds.capacity()
+    }
+
+    /// Waits until every append queued so far was sent and answered (graceful shutdown).
+    pub async fn flush(&self) {
+        let (done, wait) = tokio::sync::oneshot::channel();
+        if self.adds.send(Queued::Flush(done)).await.is_ok() {
+            let _ = wait.await;
+        }
     }
 
     /// One append on its own (the script is loaded again if Redis lost it).
@@ -439,16 +459,27 @@ fn drop_task(pipe: &mut redis::Pipeline, worker_key: &str, task: &Task) {
 }
 
 /// Collects appends and sends them in pipelines.
-async fn batcher(me: std::sync::Weak<RedisStreams>, mut rx: tokio::sync::mpsc::Receiver<AddReq>) {
+async fn batcher(me: std::sync::Weak<RedisStreams>, mut rx: tokio::sync::mpsc::Receiver<Queued>) {
     while let Some(first) = rx.recv().await {
-        let mut batch = vec![first];
-        while batch.len() < MAX_ADD_BATCH {
+        let mut batch = Vec::new();
+        let mut flush = None;
+        match first {
+            Queued::Add(r) => batch.push(r),
+            Queued::Flush(done) => flush = Some(done),
+        }
+        while flush.is_none() && batch.len() < MAX_ADD_BATCH {
             match rx.try_recv() {
-                Ok(r) => batch.push(r),
+                Ok(Queued::Add(r)) => batch.push(r),
+                Ok(Queued::Flush(done)) => flush = Some(done),
                 Err(_) => break,
             }
         }
-        let Some(m) = me.upgrade() else { return };
-        m.add_batch(batch).await;
+        if !batch.is_empty() {
+            let Some(m) = me.upgrade() else { return };
+            m.add_batch(batch).await;
+        }
+        if let Some(done) = flush {
+            let _ = done.send(());
+        }
     }
 }

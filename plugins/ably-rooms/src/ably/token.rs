@@ -79,7 +79,7 @@ impl Unverified {
 }
 
 /// Signs claims as an HS256 JWT (tests; the REST `requestToken` answer would use it too).
-#[cfg(test)]
+#[cfg(any(test, fuzzing))]
 pub fn sign(kid: &str, secret: &str, claims: &Value) -> String {
     let header = serde_json::json!({"typ": "JWT", "alg": "HS256", "kid": kid});
     let signed = format!(

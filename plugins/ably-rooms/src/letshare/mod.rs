@@ -183,3 +183,24 @@ fn send(conn: ConnId, text: String) {
 fn reply_error(conn: ConnId, message: &str) {
     send(conn, envelope::error(message, host::now_ms()));
 }
+
+/// Entry points for the fuzz targets in `fuzz/`: the pure parsers, without host calls.
+#[cfg(fuzzing)]
+pub(crate) mod fuzzing {
+    use super::{envelope, member::Member, room_name};
+
+    /// Parses a client frame, a room name and an attachment.
+    pub fn client_frame(text: &str) {
+        if let Ok(
+            envelope::Request::Subscribe { channel, .. }
+            | envelope::Request::Unsubscribe { channel, .. }
+            | envelope::Request::Publish { channel, .. },
+        ) = envelope::parse(text)
+        {
+            let _ = room_name::check(&channel);
+        }
+        if let Some(m) = Member::decode(text.as_bytes()) {
+            assert_eq!(Member::decode(&m.encode()), Some(m));
+        }
+    }
+}

@@ -8,6 +8,11 @@
 //! - `kv-set KEY VALUE [TTL_MS]`, `kv-get KEY`, `kv-del KEY`, `kv-scan PREFIX LIMIT`,
 //!   `kv-count PREFIX`: answer with one text frame (`ok`, `err ...`, the value, `none`, `true`,
 //!   `false`, `KEY=VALUE` pairs joined by `,`, or the count).
+//! - `append KEY N SIZE KEEP_MS`: appends N entries of SIZE bytes to the retained stream KEY
+//!   and answers `ok LAST_ID` (each one stored), or `err AT_INDEX ERROR` at the first refusal.
+//! - `count KEY`: pages through KEY with `read-back` and answers with its entry count.
+//! - `add KEY N SIZE`: queues N y-redis appends (`add-message`, which returns once queued) of
+//!   SIZE bytes to the room stream KEY and answers `queued N`, or `err AT_INDEX ERROR`.
 //! - `whoami`: answers with the connection's id.
 //! - `poke ID`: tries `connection-info`, `set-attachment`, `subscribe`, `send` and `close` (4000)
 //!   on connection ID and answers `info=.. attach=.. subscribe=.. send=.. close=..`, each `ok`
@@ -28,6 +33,13 @@ impl Plugin for Faulty {
                 "oom" => exhaust_memory(),
                 t if t.starts_with("kv-") => {
                     let _ = host::send(conn, &Frame::Text(kv_command(t)));
+                    return;
+                }
+                t if t.starts_with("append ")
+                    || t.starts_with("count ")
+                    || t.starts_with("add ") =>
+                {
+                    let _ = host::send(conn, &Frame::Text(stream_command(t)));
                     return;
                 }
                 "whoami" => {
@@ -79,6 +91,53 @@ fn kv_command(cmd: &str) -> String {
             .collect::<Vec<_>>()
             .join(","),
         ["kv-count", prefix] => host::kv_count(prefix).to_string(),
+        _ => "err bad command".into(),
+    }
+}
+
+fn stream_command(cmd: &str) -> String {
+    let args: Vec<&str> = cmd.split(' ').collect();
+    match args.as_slice() {
+        ["append", key, n, size, keep] => {
+            let (n, size, keep): (u32, usize, u64) = (
+                n.parse().unwrap_or(0),
+                size.parse().unwrap_or(0),
+                keep.parse().unwrap_or(0),
+            );
+            let mut last = String::new();
+            for i in 0..n {
+                let data = vec![b'a' + (i % 26) as u8; size];
+                match plugin_sdk::streams::append(key, &data, keep) {
+                    Ok(id) => last = id,
+                    Err(e) => return format!("err {i} {e:?}"),
+                }
+            }
+            format!("ok {last}")
+        }
+        ["add", key, n, size] => {
+            let (n, size): (u32, usize) = (n.parse().unwrap_or(0), size.parse().unwrap_or(0));
+            for i in 0..n {
+                let data = vec![b'a' + (i % 26) as u8; size];
+                if let Err(e) = plugin_sdk::streams::add_message(key, &data) {
+                    return format!("err {i} {e:?}");
+                }
+            }
+            format!("queued {n}")
+        }
+        ["count", key] => {
+            let mut before = "+".to_string();
+            let mut total = 0u64;
+            loop {
+                match plugin_sdk::streams::read_back(key, &before, 1000) {
+                    Ok(page) if page.is_empty() => return total.to_string(),
+                    Ok(page) => {
+                        total += page.len() as u64;
+                        before = page.last().map(|e| e.id.clone()).unwrap_or_default();
+                    }
+                    Err(e) => return format!("err {e:?}"),
+                }
+            }
+        }
         _ => "err bad command".into(),
     }
 }

@@ -1,0 +1,6 @@
+//! Ably ProtocolMessages in MessagePack (binary frames) and REST bodies.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| ably_rooms::fuzzing::msgpack(data));
