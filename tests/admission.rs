@@ -120,3 +120,64 @@ async fn one_address_cannot_take_more_than_its_share() {
     let m = gw.metrics().await;
     assert!(m.value("gateway_upgrades_refused_total") >= 1.0);
 }
+
+/// Drill: a frame header announcing 100 MiB (allowed by the route) followed by a trickle of
+/// payload makes the gateway grow with what arrives, not with what the header announces.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_100_mib_frame_header_does_not_allocate_100_mib() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let gw = Gateway::start(
+        r#"
+[server]
+listen = ["127.0.0.1:0"]
+cache_dir = @CACHE_DIR@
+
+[plugins.echo]
+wasm = @ECHO_WASM@
+
+[[routes]]
+path = "/echo"
+kind = "websocket"
+plugin = "echo"
+limits = { max_frame_bytes = 134217728, max_message_bytes = 134217728, queue_max_bytes = 268435456 }
+"#,
+    );
+    let rss_before = rss_kib(gw.pid());
+    let mut s = tokio::net::TcpStream::connect(gw.addr()).await.unwrap();
+    let req = format!(
+        "GET /echo HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        gw.addr()
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut head = vec![0u8; 4096];
+    let n = s.read(&mut head).await.unwrap();
+    assert!(
+        String::from_utf8_lossy(&head[..n]).starts_with("HTTP/1.1 101"),
+        "upgrade: {}",
+        String::from_utf8_lossy(&head[..n])
+    );
+    let mut frame = vec![0x82, 0x80 | 127];
+    frame.extend_from_slice(&(100u64 << 20).to_be_bytes());
+    frame.extend_from_slice(&[1, 2, 3, 4]);
+    s.write_all(&frame).await.unwrap();
+    // 1 MiB of the 100 announced, then nothing more.
+    for _ in 0..16 {
+        s.write_all(&[0u8; 64 << 10]).await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let rss_during = rss_kib(gw.pid());
+    let grown = rss_during.saturating_sub(rss_before);
+    assert!(
+        grown < 16 << 10,
+        "RSS grew by {grown} KiB for a 100 MiB header and 1 MiB of payload"
+    );
+    // Everyone else is served meanwhile.
+    let mut other = gw.ws("/echo").await;
+    assert_eq!(other.recv_text().await, "hello");
+    eprintln!(
+        "DRILL 100-mib-header: RSS {rss_before} KiB before, {rss_during} KiB with the header and \
+         1 MiB of payload in (+{grown} KiB)"
+    );
+    drop(s);
+}

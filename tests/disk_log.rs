@@ -72,6 +72,18 @@ async fn stop(mut gw: Gateway) -> String {
     gw.logs()
 }
 
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
 fn log_file(dir: &Path) -> PathBuf {
     dir.join("streams.log")
 }
@@ -135,6 +147,10 @@ async fn a_damaged_record_in_the_middle_keeps_every_record_before_it() {
     );
     let errors = gw.metrics().await.value("gateway_stream_log_errors_total");
     assert_eq!(errors, 1.0, "the damage is counted");
+    eprintln!(
+        "DRILL damaged-record: kept 50 of 80 entries, dropped {} bytes (30 records), saved aside",
+        total - first_run_bytes
+    );
     // The log heals: new appends follow the kept records and replay cleanly.
     assert!(append(&mut c, "k", 5, 100, DAY_MS).await.starts_with("ok "));
     drop(c);
@@ -197,12 +213,19 @@ async fn sigkill_during_a_log_rewrite_loses_no_acknowledged_entry() {
         killed_mid_rewrite += usize::from(mid);
     }
     assert!(killed_mid_rewrite > 0, "no SIGKILL landed inside a rewrite");
+    let restarted = Instant::now();
     let gw = Gateway::start(cfg);
     let mut c = client(&gw).await;
     assert_eq!(
         count(&mut c, "keep").await,
         acked_keep,
         "acknowledged entries survive"
+    );
+    eprintln!(
+        "DRILL sigkill-rewrite: {killed_mid_rewrite}/3 kills inside a rewrite, {acked_keep} \
+         acknowledged entries ({} MiB) all back, restart + replay {} ms",
+        (acked_keep * live_size as u64) >> 20,
+        restarted.elapsed().as_millis()
     );
     drop(c);
     stop(gw).await;
@@ -263,6 +286,7 @@ async fn a_full_disk_refuses_appends_and_leaves_a_clean_log() {
     assert!(gw.metrics().await.value("gateway_stream_log_errors_total") >= 2.0);
     assert_eq!(count(&mut c, "k").await, stored);
     // Space returns: appends go on.
+    let rss_full = rss_kib(gw.pid());
     std::fs::remove_file(&filler).unwrap();
     assert!(
         append(&mut c, "k", 10, 1000, DAY_MS)
@@ -283,6 +307,11 @@ async fn a_full_disk_refuses_appends_and_leaves_a_clean_log() {
     assert!(
         !logs.contains("damaged") && !logs.contains("torn"),
         "the log is clean after the full disk:\n{logs}"
+    );
+    eprintln!(
+        "DRILL full-disk: {stored} entries stored before ENOSPC, further appends refused with a \
+         clear error, +10 after space returned, {} after restart (0 lost, 0 extra), RSS {rss_full} KiB",
+        stored + 10
     );
     drop(c);
     stop(gw).await;

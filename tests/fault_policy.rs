@@ -208,6 +208,10 @@ async fn one_client_cannot_spend_the_crash_budget() {
         (3, 17),
         "two faults count, the third is blamed"
     );
+    eprintln!(
+        "DRILL crash-budget-abuse: 20 attempts from one address: {trapped} trapped (2 counted, 1 \
+         blamed), {refused} refused with 429, plugin running, other clients served"
+    );
     let h = gw.health().await;
     assert_eq!(h["plugins"]["faulty"]["state"], json!("running"), "{h}");
     assert_eq!(h["plugins"]["faulty"]["recent_faults"], json!(2), "{h}");

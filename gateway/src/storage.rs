@@ -64,6 +64,23 @@ fn check_prefix(prefix: &str) -> Result<(), StorageError> {
     check_name(prefix.trim_end_matches('/'))
 }
 
+/// HTTP timeouts for S3/GCS: a hung store fails a request in 15 s instead of the client's
+/// default 30 s, so the compaction worker (one batch at a time) moves on sooner.
+fn client_options() -> object_store::ClientOptions {
+    object_store::ClientOptions::new()
+        .with_connect_timeout(std::time::Duration::from_secs(5))
+        .with_timeout(std::time::Duration::from_secs(15))
+}
+
+/// Retries of failed S3/GCS requests: a few, within 30 s (the worker retries the task later).
+fn retry_config() -> object_store::RetryConfig {
+    object_store::RetryConfig {
+        max_retries: 4,
+        retry_timeout: std::time::Duration::from_secs(30),
+        ..object_store::RetryConfig::default()
+    }
+}
+
 fn secret(lit: &Option<String>, env: &Option<String>) -> Option<String> {
     env.as_ref()
         .and_then(|v| std::env::var(v).ok())
@@ -95,7 +112,9 @@ impl Storage {
                     .ok_or_else(|| StorageError::Config("s3 needs a bucket".into()))?;
                 let mut b = object_store::aws::AmazonS3Builder::from_env()
                     .with_bucket_name(bucket)
-                    .with_allow_http(cfg.allow_http);
+                    .with_allow_http(cfg.allow_http)
+                    .with_client_options(client_options())
+                    .with_retry(retry_config());
                 if let Some(r) = &cfg.region {
                     b = b.with_region(r);
                 }
@@ -116,7 +135,9 @@ impl Storage {
                     .clone()
                     .ok_or_else(|| StorageError::Config("gcs needs a bucket".into()))?;
                 let mut b = object_store::gcp::GoogleCloudStorageBuilder::from_env()
-                    .with_bucket_name(bucket);
+                    .with_bucket_name(bucket)
+                    .with_client_options(client_options())
+                    .with_retry(retry_config());
                 if let Some(p) = &cfg.service_account_path {
                     b = b.with_service_account_path(p.display().to_string());
                 }

@@ -36,6 +36,9 @@ export class InteropEnv {
    * @param {'fs'|'s3'|'memory'} [o.storage]
    * @param {object} [o.worker] overrides of [worker]
    * @param {number} [o.gateways] how many gateways to start (they share redis and storage)
+   * @param {(motoEndpoint: string) => string | Promise<string>} [o.s3Endpoint] s3 only: the
+   *   `[storage] endpoint` the gateways get, given moto's (e.g. a proxy in front of it); default
+   *   moto's own. Inspection (listObjects, readObject) always goes to moto directly.
    */
   static async create (o = {}) {
     const env = new InteropEnv(o)
@@ -49,8 +52,12 @@ export class InteropEnv {
     return env
   }
 
-  constructor ({ name = 'env', mode = 'embedded', storage = 'fs', worker = {}, gateways = 1, wasm, extraToml } = {}) {
+  constructor ({ name = 'env', mode = 'embedded', storage = 'fs', worker = {}, gateways = 1, wasm, extraToml, s3Endpoint } = {}) {
     this.name = name
+    /** s3 only: maps moto's endpoint to the one written into the gateways' [storage]. */
+    this.s3EndpointFn = s3Endpoint
+    /** s3 only: the endpoint the gateways use (moto's, unless s3Endpoint chose another). */
+    this.s3Endpoint = null
     /** Appended to every gateway's config (more plugins and routes). */
     this.extraToml = extraToml
     /** The plugin file the gateways load (default: dist/plugins/yjs_sync.wasm). */
@@ -83,6 +90,7 @@ export class InteropEnv {
     if (this.storageKind === 's3') {
       this.moto = await MotoServer.start(this.tmp)
       await this.moto.createBucket(BUCKET)
+      this.s3Endpoint = this.s3EndpointFn ? await this.s3EndpointFn(this.moto.endpoint) : this.moto.endpoint
     }
     for (let i = 0; i < this.gatewayCount; i++) await this.addGateway()
   }
@@ -95,7 +103,7 @@ export class InteropEnv {
     const storage = this.storageKind === 'fs'
       ? { kind: 'fs', path: this.storagePath }
       : this.storageKind === 's3'
-        ? { kind: 's3', bucket: BUCKET, endpoint: this.moto.endpoint }
+        ? { kind: 's3', bucket: BUCKET, endpoint: this.s3Endpoint || this.moto.endpoint }
         : { kind: 'memory' }
     const gw = new Gateway(dir, {
       name: `${this.name}-${this.mode}-gw${i}`,
