@@ -22,12 +22,15 @@ wait_port() {
 }
 
 # The shipped plugins.toml for instance NAME listening on PORT, with its own data directories
-# under $work and absolute plugin paths; extra sed expressions may follow.
+# under $work and absolute plugin paths, and without the per-connection rate limits (the load
+# generators publish from one connection); extra sed expressions may follow.
 shipped_config() { # name port [sed args...]
   local name=$1 port=$2; shift 2
   sed -e "s#^listen = .*#listen = [\"127.0.0.1:$port\"]#" \
       -e "s#^data_dir = .*#data_dir = \"$work/$name-streams\"#" \
       -e "s#^path = \"data/storage\"#path = \"$work/$name-storage\"#" \
       -e "s#^wasm = \"dist/#wasm = \"$PWD/dist/#" \
-      -e "s#^cache_dir = .*#cache_dir = \"$PWD/.gateway-cache\"#" "$@" plugins.toml
+      -e "s#^cache_dir = .*#cache_dir = \"$PWD/.gateway-cache\"#" \
+      -e "s#^max_messages_per_s = .*#max_messages_per_s = 0#" \
+      -e "s#^max_bytes_per_s = .*#max_bytes_per_s = 0#" "$@" plugins.toml
 }

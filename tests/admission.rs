@@ -181,3 +181,109 @@ limits = { max_frame_bytes = 134217728, max_message_bytes = 134217728, queue_max
     );
     drop(s);
 }
+
+/// Per-connection rates: a client past `max_messages_per_s` or `max_bytes_per_s` is closed with
+/// 1008 and counted; one within them is not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_sending_too_fast_is_closed_with_1008() {
+    let gw = Gateway::start(
+        r#"
+[server]
+listen = ["127.0.0.1:0"]
+cache_dir = @CACHE_DIR@
+
+[limits]
+max_messages_per_s = 50
+max_bytes_per_s = 20000
+max_message_bytes = 8192
+
+[plugins.echo]
+wasm = @ECHO_WASM@
+
+[[routes]]
+path = "/echo"
+kind = "websocket"
+plugin = "echo"
+"#,
+    );
+    let mut polite = gw.ws("/echo").await;
+    assert_eq!(polite.recv_text().await, "hello");
+    let mut flooder = gw.ws("/echo").await;
+    assert_eq!(flooder.recv_text().await, "hello");
+    for i in 0..200 {
+        if flooder.sender().send_text(&format!("m{i}")).await.is_err() {
+            break;
+        }
+    }
+    let (code, _) = flooder.expect_end_within(TIMEOUT).await;
+    assert_eq!(code, Some(1008), "{:?}", flooder.ended);
+    let mut hog = gw.ws("/echo").await;
+    assert_eq!(hog.recv_text().await, "hello");
+    let big = "x".repeat(8000);
+    for _ in 0..10 {
+        if hog.sender().send_text(&big).await.is_err() {
+            break;
+        }
+    }
+    let (code, _) = hog.expect_end_within(TIMEOUT).await;
+    assert_eq!(code, Some(1008), "{:?}", hog.ended);
+    // Within the rates: 20 messages a second for a second and a half.
+    for i in 0..30 {
+        polite.expect_echo("polite", &format!("p{i}")).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let m = gw.metrics().await;
+    assert_eq!(m.value("gateway_rate_limited_total"), 2.0, "{}", m.raw);
+    assert!(
+        plain(&gw.logs()).contains("message rate limit exceeded")
+            && plain(&gw.logs()).contains("byte rate limit exceeded")
+    );
+}
+
+/// `max_upgrades_per_s`: a burst past the rate is refused with 503 and `Retry-After`, and
+/// connecting works again a moment later.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upgrades_past_the_rate_are_refused_with_503() {
+    let gw = Gateway::start(
+        r#"
+[server]
+listen = ["127.0.0.1:0"]
+cache_dir = @CACHE_DIR@
+max_upgrades_per_s = 20
+
+[plugins.echo]
+wasm = @ECHO_WASM@
+
+[[routes]]
+path = "/echo"
+kind = "websocket"
+plugin = "echo"
+"#,
+    );
+    let (mut accepted, mut refused) = (Vec::new(), 0);
+    for _ in 0..60 {
+        match gw.ws_with("/echo", WsOptions::default()).await {
+            Ok(c) => accepted.push(c),
+            Err(WsConnectError::Rejected {
+                status, headers, ..
+            }) => {
+                assert_eq!(status, 503);
+                assert_eq!(
+                    headers.get("retry-after").map(|v| v.as_bytes()),
+                    Some(&b"1"[..]),
+                    "{headers:?}"
+                );
+                refused += 1;
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert!(
+        (20..40).contains(&accepted.len()) && refused > 0,
+        "{} accepted, {refused} refused",
+        accepted.len()
+    );
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let mut again = gw.ws("/echo").await;
+    assert_eq!(again.recv_text().await, "hello");
+}

@@ -62,6 +62,8 @@ pub struct App {
     pub backends: crate::backends::Backends,
     /// Set when shutdown begins: `/health` answers 503 and new connections are refused.
     pub draining: std::sync::atomic::AtomicBool,
+    /// The upgrade rate and the `on-open` calls running at once.
+    pub upgrades: crate::rate::UpgradeGate,
     engine: PluginEngine,
     config_path: Option<PathBuf>,
     config_status: Mutex<ConfigStatus>,
@@ -108,6 +110,13 @@ impl App {
         let hub = cluster.hub().clone();
         let auth = Arc::new(Authenticator::new(&config)?);
         let backends = crate::backends::Backends::open(&config, false).await?;
+        if let crate::streams::Streams::Redis(r) = &backends.streams {
+            let hub = hub.clone();
+            r.on_data_loss(move || {
+                let closed = hub.resync_stream_clients();
+                tracing::warn!(closed, "closed stream clients with 1013 so they re-sync");
+            });
+        }
         let total: u32 = config.plugins.values().map(|p| p.max_instances).sum();
         // Room for old and new generations during reloads, and for plugins added later.
         let engine = PluginEngine::new(
@@ -129,6 +138,7 @@ impl App {
                 .filter(|k| !k.is_empty()),
             backends,
             draining: std::sync::atomic::AtomicBool::new(false),
+            upgrades: crate::rate::UpgradeGate::default(),
             engine,
             config_status: Mutex::new(ConfigStatus {
                 path: config_path.as_ref().map(|p| p.display().to_string()),

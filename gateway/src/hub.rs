@@ -116,6 +116,9 @@ pub struct Hub {
     holds: Holds,
     /// Live connections per peer IP address.
     per_ip: Mutex<HashMap<std::net::IpAddr, usize>>,
+    /// Plugins that append to or tail streams: their clients hold stream data the backend may
+    /// lose (see [`Hub::resync_stream_clients`]).
+    stream_plugins: parking_lot::RwLock<std::collections::HashSet<Arc<str>>>,
 }
 
 /// Caps checked when a connection is admitted (0 = no cap).
@@ -153,6 +156,7 @@ impl Hub {
             metrics,
             holds: Holds::default(),
             per_ip: Mutex::default(),
+            stream_plugins: parking_lot::RwLock::default(),
         }
     }
 
@@ -265,6 +269,29 @@ impl Hub {
     /// A connection by id.
     pub fn get(&self, id: ConnId) -> Option<Arc<Conn>> {
         self.conns.read().get(&id).cloned()
+    }
+
+    /// Notes that `plugin` appends to or tails streams.
+    pub fn mark_stream_plugin(&self, plugin: &str) {
+        if !self.stream_plugins.read().contains(plugin) {
+            self.stream_plugins.write().insert(Arc::from(plugin));
+        }
+    }
+
+    /// The stream backend lost data: closes every connection of a plugin that uses streams
+    /// with 1013, so its client reconnects and sends the state the backend no longer has (a
+    /// Yjs client re-syncs). Returns how many were closed.
+    pub fn resync_stream_clients(&self) -> usize {
+        let plugins = self.stream_plugins.read().clone();
+        let mut closed = 0;
+        for c in self.all() {
+            if plugins.contains(c.plugin.as_ref())
+                && c.outbox.close(1013, "stream data lost, re-sync")
+            {
+                closed += 1;
+            }
+        }
+        closed
     }
 
     /// Every live connection.

@@ -62,3 +62,6 @@ pub mod clock;
 
 // Background tasks that restart after a panic, loudly.
 pub mod supervise;
+
+/// Token buckets for rate limits.
+pub mod rate;

@@ -66,6 +66,8 @@ pub struct Metrics {
     pub slow_consumer_drops: AtomicU64,
     /// Connections closed for protocol errors or oversize frames.
     pub protocol_closes: AtomicU64,
+    /// Connections closed for sending faster than their message or byte rate.
+    pub rate_limited: AtomicU64,
     /// Plugin versions swapped in by reloads.
     pub plugin_reloads: AtomicU64,
     /// Plugin reloads refused (bad wasm, failed init).
@@ -176,6 +178,13 @@ impl Metrics {
             "counter",
             "Connections closed for protocol violations or oversize messages.",
             &self.protocol_closes,
+        );
+        g(
+            &mut out,
+            "gateway_rate_limited_total",
+            "counter",
+            "Connections closed (1008) for sending faster than max_messages_per_s or max_bytes_per_s.",
+            &self.rate_limited,
         );
         g(
             &mut out,

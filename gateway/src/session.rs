@@ -70,6 +70,7 @@ async fn read_loop(
     let mut buf = BytesMut::from(&leftover[..]);
     drop(leftover);
     let mut dec = Decoder::new(conn.limits.max_frame_bytes, conn.limits.max_message_bytes);
+    let mut rate = crate::rate::InboundRate::new(&conn.limits, std::time::Instant::now());
     let mut closing_since: Option<tokio::time::Instant> = None;
     loop {
         // Handle every complete message already buffered.
@@ -106,6 +107,16 @@ async fn read_loop(
             };
             if closing_since.is_some() {
                 continue;
+            }
+            let len = match &frame {
+                plugin::Frame::Text(t) => t.len(),
+                plugin::Frame::Binary(b) => b.len(),
+            };
+            if let Err(why) = rate.admit(len, std::time::Instant::now()) {
+                metrics.rate_limited.fetch_add(1, Relaxed);
+                tracing::info!(code = 1008, "closing connection: {why}");
+                conn.outbox.close(1008, why);
+                return (1008, why.to_string());
             }
             metrics.frames_in.fetch_add(1, Relaxed);
             if let Err(e) = slot.on_frame(conn, &frame).await {

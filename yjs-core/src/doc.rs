@@ -54,6 +54,10 @@ where
         let txn = doc.transact();
         (txn.snapshot(), pending_summary(&txn))
     };
+    let sv_before = before.state_map.clone();
+    // The whole state just before the first update that starts past the stored state (rare:
+    // only after Redis lost updates), to tell afterwards whether it added anything.
+    let mut gap_baseline: Option<Vec<u8>> = None;
     let mut updates: Vec<(usize, &[u8])> = Vec::new();
     for (index, m) in stream_messages.iter().enumerate() {
         let outcome = match Message::parse(m.as_ref()) {
@@ -79,7 +83,12 @@ where
             let mut txn = doc.transact_mut();
             let applied = Update::decode_v1(&merged)
                 .map_err(|e| e.to_string())
-                .and_then(|u| txn.apply_update(u).map_err(|e| e.to_string()));
+                .and_then(|u| {
+                    if gap_baseline.is_none() && starts_past(&u, &sv_before) {
+                        gap_baseline = Some(txn.encode_state_as_update_v1(&StateVector::default()));
+                    }
+                    txn.apply_update(u).map_err(|e| e.to_string())
+                });
             if let Err(e) = applied {
                 skipped.push(Skipped {
                     index: chunk[0].0,
@@ -89,9 +98,15 @@ where
         }
     }
     skipped.sort_by_key(|s| s.index);
+    // yrs integrates blocks past a gap in a client's clocks (a "skip", when Redis lost the
+    // updates in between) without moving the state vector past the gap, so such content leaves
+    // the snapshot as it was: then the whole state is compared.
     let changed = {
         let txn = doc.transact();
-        txn.snapshot() != before || pending_summary(&txn) != pending_before
+        txn.snapshot() != before
+            || pending_summary(&txn) != pending_before
+            || gap_baseline
+                .is_some_and(|b| txn.encode_state_as_update_v1(&StateVector::default()) != b)
     };
     Ok(BuiltDoc {
         doc,
@@ -99,6 +114,14 @@ where
         changed,
         skipped,
     })
+}
+
+/// Whether `update` starts past `sv` for some client: it follows a gap in that client's clocks.
+fn starts_past(update: &Update, sv: &StateVector) -> bool {
+    update
+        .state_vector_lower()
+        .iter()
+        .any(|(client, &clock)| clock > sv.get(client))
 }
 
 /// What is pending (blocks waiting for missing predecessors, deletes of unknown items),
@@ -362,6 +385,48 @@ mod tests {
             let map = healed.doc.get_or_insert_map("map");
             assert_eq!(map.len(&healed.doc.transact()), stream.len() as u32 + 1);
         }
+    }
+
+    #[test]
+    fn pending_edits_over_a_non_empty_stored_doc_count_as_change() {
+        // Storage holds a's first edits; the stream lost the middle ones (Redis restarted
+        // empty) and holds only later edits, which stay pending over the stored state.
+        let a = Doc::with_client_id(1);
+        let map = a.get_or_insert_map("map");
+        let edit = |i: i64| {
+            let mut txn = a.transact_mut();
+            map.insert(&mut txn, format!("k{i}"), i);
+            txn.encode_update_v1()
+        };
+        let first: Vec<_> = (0..10).map(edit).collect();
+        let lost_edits: Vec<_> = (10..20).map(edit).collect();
+        let later: Vec<_> = (20..30).map(edit).collect();
+        let stored = {
+            let frames: Vec<_> = first.iter().map(|u| sync_update_frame(u)).collect();
+            encode_full_state_v2(&build_doc::<Vec<u8>, _>(&[], &frames).unwrap().doc)
+        };
+        let frames: Vec<_> = later.iter().map(|u| sync_update_frame(u)).collect();
+        let built = build_doc(&[&stored], &frames).unwrap();
+        let len = |d: &Doc| d.get_or_insert_map("map").len(&d.transact());
+        assert!(built.changed, "edits past the gap must be persisted");
+        // The state vector stays at the gap, so a client re-syncing sends the lost edits.
+        let sv = built.doc.transact().state_vector();
+        assert_eq!(sv.get(&yrs::block::ClientID::new(1)), 10);
+        let stored_again = encode_full_state_v2(&built.doc);
+        let again = build_doc(&[&stored_again], &[] as &[Vec<u8>]).unwrap();
+        assert_eq!(
+            len(&again.doc),
+            len(&built.doc),
+            "stored with the edits past the gap"
+        );
+        assert!(
+            !build_doc(&[&stored_again], &frames).unwrap().changed,
+            "replaying the stream over storage changes nothing"
+        );
+        let lost: Vec<_> = lost_edits.iter().map(|u| sync_update_frame(u)).collect();
+        let healed = build_doc(&[&stored_again], &lost).unwrap();
+        assert!(healed.changed);
+        assert_eq!(len(&healed.doc), 30, "every edit once the lost ones arrive");
     }
 
     #[test]

@@ -18,6 +18,12 @@ pub struct Limits {
     pub ping_interval_ms: u64,
     /// Silence after which a connection is closed with 1001.
     pub idle_timeout_ms: u64,
+    /// Messages a client may send per second (bursts of one second's worth); more closes the
+    /// connection with 1008. 0 = no limit.
+    pub max_messages_per_s: u32,
+    /// Payload bytes a client may send per second (bursts of one second's worth, or one
+    /// largest message); more closes the connection with 1008. 0 = no limit.
+    pub max_bytes_per_s: u64,
 }
 
 impl Default for Limits {
@@ -29,6 +35,8 @@ impl Default for Limits {
             queue_max_frames: 4096,
             ping_interval_ms: 20_000,
             idle_timeout_ms: 60_000,
+            max_messages_per_s: 0,
+            max_bytes_per_s: 0,
         }
     }
 }
@@ -43,6 +51,8 @@ pub struct LimitOverrides {
     queue_max_frames: Option<usize>,
     ping_interval_ms: Option<u64>,
     idle_timeout_ms: Option<u64>,
+    max_messages_per_s: Option<u32>,
+    max_bytes_per_s: Option<u64>,
 }
 
 impl LimitOverrides {
@@ -55,6 +65,8 @@ impl LimitOverrides {
             queue_max_frames: self.queue_max_frames.unwrap_or(base.queue_max_frames),
             ping_interval_ms: self.ping_interval_ms.unwrap_or(base.ping_interval_ms),
             idle_timeout_ms: self.idle_timeout_ms.unwrap_or(base.idle_timeout_ms),
+            max_messages_per_s: self.max_messages_per_s.unwrap_or(base.max_messages_per_s),
+            max_bytes_per_s: self.max_bytes_per_s.unwrap_or(base.max_bytes_per_s),
         }
     }
 }

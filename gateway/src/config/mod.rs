@@ -105,6 +105,11 @@ pub struct ServerConfig {
     pub max_connections: usize,
     /// Most WebSocket connections from one IP address; more are refused with 429 (0 = no cap).
     pub max_connections_per_ip: usize,
+    /// New WebSocket connections accepted per second, gateway-wide (bursts of one second's
+    /// worth); more are refused with 503 and `Retry-After: 1` (0 = no limit).
+    pub max_upgrades_per_s: u32,
+    /// Connections whose `on-open` runs at once; more are refused with 503 (0 = no cap).
+    pub max_concurrent_opens: usize,
 }
 
 impl Default for ServerConfig {
@@ -116,6 +121,8 @@ impl Default for ServerConfig {
             max_http_body_bytes: 1 << 20,
             max_connections: 0,
             max_connections_per_ip: 0,
+            max_upgrades_per_s: 0,
+            max_concurrent_opens: 0,
         }
     }
 }

@@ -84,6 +84,13 @@ pub async fn metrics(app: &App, live: &Live) -> Response<Body> {
         "# HELP gateway_task_panics_total Background tasks that panicked (restarted when they can be).\n# TYPE gateway_task_panics_total counter\ngateway_task_panics_total {}",
         crate::supervise::panics()
     );
+    if let crate::streams::Streams::Redis(r) = &b.streams {
+        let _ = writeln!(
+            text,
+            "# HELP gateway_redis_data_losses_total Times Redis was found to have lost its data (stream clients were asked to re-sync).\n# TYPE gateway_redis_data_losses_total counter\ngateway_redis_data_losses_total {}",
+            r.data_losses.load(std::sync::atomic::Ordering::Relaxed)
+        );
+    }
     let _ = writeln!(
         text,
         "# HELP gateway_stream_log_errors_total Stream log writes, syncs and rewrites that failed, and damaged logs replayed.\n# TYPE gateway_stream_log_errors_total counter\ngateway_stream_log_errors_total {}",

@@ -34,6 +34,22 @@ pub async fn websocket(
     if !route.origin_allowed(header(&req, "origin")) {
         return refuse(app, error(StatusCode::FORBIDDEN, "origin not allowed"));
     }
+    let server = &live.config.server;
+    if !app
+        .upgrades
+        .admit(server.max_upgrades_per_s, std::time::Instant::now())
+    {
+        tracing::debug!(%remote, "refused: upgrade rate limit");
+        let mut r = error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too many new connections; retry shortly",
+        );
+        r.headers_mut().insert(
+            hyper::header::RETRY_AFTER,
+            hyper::header::HeaderValue::from_static("1"),
+        );
+        return refuse(app, r);
+    }
     let (claims, subprotocol, expires_at_ms) = match authenticate(live, route, &req) {
         Ok(x) => x,
         Err(r) => return refuse(app, *r),
@@ -71,7 +87,6 @@ pub async fn websocket(
         Ok(x) => x,
         Err(e) => return refuse(app, error(StatusCode::BAD_REQUEST, &e.to_string())),
     };
-    let server = &live.config.server;
     let caps = Admission {
         max_total: server.max_connections,
         max_per_ip: server.max_connections_per_ip,
@@ -89,6 +104,17 @@ pub async fn websocket(
             tracing::debug!(%remote, "{what}");
             return refuse(app, error(status, what));
         }
+    };
+    let Some(_opening) = app.upgrades.opening(server.max_concurrent_opens) else {
+        app.cluster.forget(conn.id).await;
+        tracing::debug!(%remote, "refused: too many connections opening at once");
+        return refuse(
+            app,
+            error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "too many connections opening at once; retry shortly",
+            ),
+        );
     };
     match slot.on_open(&crate::plugin::conn_info(&conn)).await {
         Ok(Ok(())) => {}

@@ -31,7 +31,7 @@ const LIFETIME_MS = 800
 const HOLD_MS = 6 * DEBOUNCE_MS
 /** Bound for the store after 'pass': object_store backs off at most 15 s between tries, plus margin. */
 const PASS_BOUND_MS = 40000
-/** Bound for the store when the hung PUT is never released: a 30 s request timeout, plus margin. */
+/** Bound for the store when the hung PUT is never released: a 15 s request timeout, plus margin. */
 const UNRELEASED_BOUND_MS = 75000
 
 /** Gateway log lines written since `mark` (an index into the process's captured lines). */
@@ -263,7 +263,7 @@ describe('s3 faults during compaction (redis, fault proxy in front of moto)', { 
       const passAt = Date.now()
       proxy.setMode('pass', { release: false })
       const mark = env.gw.proc.lines.length
-      // object_store's default request timeout is 30 s (then it retries the idempotent PUT).
+      // the gateway's S3 request timeout is 15 s (then it retries the idempotent PUT).
       await waitFor(async () => (await env.listObjects(room)).length > 0, {
         timeout: UNRELEASED_BOUND_MS, interval: 250, what: async () => `an object for ${room} after 'pass' (hung PUT not released): ${JSON.stringify(proxy.summary())} stream ${JSON.stringify(await env.streamState(room))}\n${logSince(env.gw, mark).slice(-20).join('\n')}`
       })

@@ -32,6 +32,7 @@ impl streams::Host for HostState {
         let started = Instant::now();
         let current_conn = self.current_conn;
         let shared = self.shared.clone();
+        shared.hub.mark_stream_plugin(&shared.name);
         let r = async move {
             check_len("stream key", key.len(), MAX_KEY)?;
             check_len("stream entry", data.len(), MAX_BLOB)?;
@@ -157,6 +158,7 @@ impl streams::Host for HostState {
         check_len("topic", topic.len(), MAX_TOPIC)?;
         check_len("stream key", key.len(), MAX_KEY)?;
         let after = StreamId::parse(&after).map_err(stream_err)?;
+        self.shared.hub.mark_stream_plugin(&self.shared.name);
         self.shared
             .streams
             .tailer()

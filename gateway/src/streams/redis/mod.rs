@@ -77,9 +77,18 @@ pub struct RedisStreams {
     groups: Mutex<HashSet<String>>,
     reader_id: Mutex<Option<i64>>,
     adds: tokio::sync::mpsc::Sender<Queued>,
+    /// A key this process wrote at connect: gone means Redis lost its data (see
+    /// [`RedisStreams::on_data_loss`]).
+    sentinel: String,
+    on_data_loss: std::sync::OnceLock<Box<dyn Fn() + Send + Sync>>,
+    /// Times Redis was found to have lost its data.
+    pub data_losses: std::sync::atomic::AtomicU64,
     /// Delivery of bound streams.
     pub tailer: Arc<Tailer>,
 }
+
+/// How often the sentinel key is checked.
+const SENTINEL_EVERY: Duration = Duration::from_secs(1);
 
 /// Longest wait for one reply; past it the call fails (and the connection is re-established).
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -118,8 +127,12 @@ impl RedisStreams {
             add_script: redis::Script::new(ADD_MESSAGE),
             groups: Mutex::new(HashSet::new()),
             reader_id: Mutex::new(None),
+            sentinel: format!("gateway:sentinel:{}", uuid::Uuid::new_v4()),
+            on_data_loss: std::sync::OnceLock::new(),
+            data_losses: std::sync::atomic::AtomicU64::new(0),
             tailer: Arc::new(Tailer::default()),
         });
+        me.set_sentinel().await?;
         let weak = Arc::downgrade(&me);
         crate::supervise::spawn("redis stream reader", move || reader::reader(weak.clone()));
         crate::supervise::spawn_once("redis append batcher", batcher(Arc::downgrade(&me), add_rx));
@@ -127,7 +140,27 @@ impl RedisStreams {
         crate::supervise::spawn("redis reader unblocker", move || {
             reader::unblocker(weak.clone())
         });
+        let weak = Arc::downgrade(&me);
+        crate::supervise::spawn("redis data-loss watch", move || {
+            watch_sentinel(weak.clone())
+        });
         Ok(me)
+    }
+
+    /// Called when Redis is found to have lost its data (restarted empty, flushed): what was
+    /// appended but not yet compacted is gone, and only clients can send it again.
+    pub fn on_data_loss(&self, f: impl Fn() + Send + Sync + 'static) {
+        let _ = self.on_data_loss.set(Box::new(f));
+    }
+
+    async fn set_sentinel(&self) -> Result<(), StreamError> {
+        let mut con = self.con.clone();
+        redis::cmd("SET")
+            .arg(&self.sentinel)
+            .arg(crate::clock::now_ms())
+            .query_async::<()>(&mut con)
+            .await
+            .map_err(rerr)
     }
 
     /// Maps a failed call; the consumer groups are created again before the next use, in case
@@ -459,6 +492,35 @@ fn drop_task(pipe: &mut redis::Pipeline, worker_key: &str, task: &Task) {
 }
 
 /// Collects appends and sends them in pipelines.
+/// Checks the sentinel key every second; when Redis answers without it, Redis lost its data:
+/// the consumer groups are made again before the next use, the key is written again and the
+/// data-loss callback runs.
+async fn watch_sentinel(me: std::sync::Weak<RedisStreams>) {
+    loop {
+        tokio::time::sleep(SENTINEL_EVERY).await;
+        let Some(m) = me.upgrade() else { return };
+        let mut con = m.con.clone();
+        let exists: redis::RedisResult<bool> = redis::cmd("EXISTS")
+            .arg(&m.sentinel)
+            .query_async(&mut con)
+            .await;
+        if let Ok(false) = exists {
+            m.groups.lock().clear();
+            m.data_losses
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            if let Err(e) = m.set_sentinel().await {
+                tracing::warn!("redis: cannot write the data-loss sentinel again: {e}");
+            }
+            tracing::error!(
+                "redis lost its data (restarted empty or flushed): updates not yet compacted are gone; asking clients to re-sync"
+            );
+            if let Some(f) = m.on_data_loss.get() {
+                f();
+            }
+        }
+    }
+}
+
 async fn batcher(me: std::sync::Weak<RedisStreams>, mut rx: tokio::sync::mpsc::Receiver<Queued>) {
     while let Some(first) = rx.recv().await {
         let mut batch = Vec::new();
