@@ -502,3 +502,28 @@ fn serve_refuses_an_ephemeral_secret_unless_dev() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The shipped profiles share one secret but not their audience: a chat token does not open a
+/// Yjs room, a Yjs token does not open the chat, and each opens its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shipped_profiles_each_have_their_own_audience() {
+    let gw = Gateway::start(shipped_config());
+    let with_aud = |aud: &str| {
+        let mut claims = user_claims("alice", None);
+        claims["aud"] = json!(aud);
+        hs256(&gw.jwt_secret, &claims)
+    };
+    let chat = with_aud("gateway");
+    let yjs = with_aud("yjs");
+    assert_accepted(&gw, "/ws", &chat, "alice").await;
+    assert_refused(&gw, "a Yjs token on the chat", "/ws", &yjs).await;
+    assert_refused(&gw, "a chat token on a Yjs room", "/yjs/room", &chat).await;
+    let mut room = gw
+        .ws_with(&format!("/yjs/room?yauth={yjs}"), WsOptions::default())
+        .await
+        .expect("a Yjs token opens a Yjs room");
+    match room.recv().await {
+        WsEvent::Binary(b) => assert_eq!(b[0], 0, "sync step 1 first"),
+        other => panic!("expected the sync greeting, got {other:?}"),
+    }
+}

@@ -96,7 +96,7 @@ async fn a_damaged_record_in_the_middle_keeps_every_record_before_it() {
     let gw = Gateway::start(cfg.clone());
     let mut c = client(&gw).await;
     assert!(
-        append(&mut c, "k", 50, 100, DAY_MS)
+        append(&mut c, "faulty:k", 50, 100, DAY_MS)
             .await
             .starts_with("ok ")
     );
@@ -109,11 +109,11 @@ async fn a_damaged_record_in_the_middle_keeps_every_record_before_it() {
     let first_run_bytes = std::fs::metadata(log_file(&dir)).unwrap().len();
     let mut c = client(&gw).await;
     assert!(
-        append(&mut c, "k", 30, 100, DAY_MS)
+        append(&mut c, "faulty:k", 30, 100, DAY_MS)
             .await
             .starts_with("ok ")
     );
-    assert_eq!(count(&mut c, "k").await, 80);
+    assert_eq!(count(&mut c, "faulty:k").await, 80);
     drop(c);
     stop(gw).await;
     let mut bytes = std::fs::read(log_file(&dir)).unwrap();
@@ -124,7 +124,7 @@ async fn a_damaged_record_in_the_middle_keeps_every_record_before_it() {
     let gw = Gateway::start(cfg.clone());
     let mut c = client(&gw).await;
     assert_eq!(
-        count(&mut c, "k").await,
+        count(&mut c, "faulty:k").await,
         50,
         "every record before the damage is kept"
     );
@@ -152,12 +152,16 @@ async fn a_damaged_record_in_the_middle_keeps_every_record_before_it() {
         total - first_run_bytes
     );
     // The log heals: new appends follow the kept records and replay cleanly.
-    assert!(append(&mut c, "k", 5, 100, DAY_MS).await.starts_with("ok "));
+    assert!(
+        append(&mut c, "faulty:k", 5, 100, DAY_MS)
+            .await
+            .starts_with("ok ")
+    );
     drop(c);
     stop(gw).await;
     let gw = Gateway::start(cfg);
     let mut c = client(&gw).await;
-    assert_eq!(count(&mut c, "k").await, 55);
+    assert_eq!(count(&mut c, "faulty:k").await, 55);
     assert!(!gw.logs().contains("damaged"), "{}", gw.logs());
     drop(c);
     stop(gw).await;
@@ -176,7 +180,7 @@ async fn sigkill_during_a_log_rewrite_loses_no_acknowledged_entry() {
     let mut c = client(&gw).await;
     let mut acked_keep = 0u64;
     for _ in 0..10 {
-        let answer = append(&mut c, "keep", live_entries / 10, live_size, DAY_MS).await;
+        let answer = append(&mut c, "faulty:keep", live_entries / 10, live_size, DAY_MS).await;
         assert!(answer.starts_with("ok "), "{answer}");
         acked_keep += u64::from(live_entries / 10);
     }
@@ -189,7 +193,7 @@ async fn sigkill_during_a_log_rewrite_loses_no_acknowledged_entry() {
         let mut g = gw.take().unwrap_or_else(|| Gateway::start(cfg.clone()));
         let mut c = client(&g).await;
         assert_eq!(
-            count(&mut c, "keep").await,
+            count(&mut c, "faulty:keep").await,
             acked_keep,
             "round {round}: entries survive"
         );
@@ -200,11 +204,11 @@ async fn sigkill_during_a_log_rewrite_loses_no_acknowledged_entry() {
         assert!(!g.logs().contains("damaged"), "{}", g.logs());
         let deadline = Instant::now() + Duration::from_secs(60);
         while Instant::now() < deadline && !g.logs().contains("stream log rewrite started") {
-            let answer = append(&mut c, "churn", 50, live_size, 1).await;
+            let answer = append(&mut c, "faulty:churn", 50, live_size, 1).await;
             assert!(answer.starts_with("ok "), "{answer}");
         }
         // Acknowledged appends racing the rewrite go to the old log and the new one.
-        let answer = append(&mut c, "keep", 1, live_size, DAY_MS).await;
+        let answer = append(&mut c, "faulty:keep", 1, live_size, DAY_MS).await;
         assert!(answer.starts_with("ok "), "{answer}");
         acked_keep += 1;
         g.sigkill();
@@ -217,7 +221,7 @@ async fn sigkill_during_a_log_rewrite_loses_no_acknowledged_entry() {
     let gw = Gateway::start(cfg);
     let mut c = client(&gw).await;
     assert_eq!(
-        count(&mut c, "keep").await,
+        count(&mut c, "faulty:keep").await,
         acked_keep,
         "acknowledged entries survive"
     );
@@ -269,7 +273,7 @@ async fn a_full_disk_refuses_appends_and_leaves_a_clean_log() {
     let cfg = config(&dir, "sync_interval_ms = 100");
     let gw = Gateway::start(cfg.clone());
     let mut c = client(&gw).await;
-    let answer = append(&mut c, "k", 100_000, 1000, DAY_MS).await;
+    let answer = append(&mut c, "faulty:k", 100_000, 1000, DAY_MS).await;
     let stored: u64 = match answer.split(' ').collect::<Vec<_>>().as_slice() {
         ["err", at, ..] => at.parse().unwrap(),
         _ => panic!("the disk never filled up: {answer}"),
@@ -278,18 +282,18 @@ async fn a_full_disk_refuses_appends_and_leaves_a_clean_log() {
     assert!(answer.contains("No space left"), "a clear error: {answer}");
     // Still full: refused again, the gateway keeps serving.
     assert!(
-        append(&mut c, "k", 1, 1000, DAY_MS)
+        append(&mut c, "faulty:k", 1, 1000, DAY_MS)
             .await
             .starts_with("err 0")
     );
     assert_eq!(gw.health().await["status"], "ok");
     assert!(gw.metrics().await.value("gateway_stream_log_errors_total") >= 2.0);
-    assert_eq!(count(&mut c, "k").await, stored);
+    assert_eq!(count(&mut c, "faulty:k").await, stored);
     // Space returns: appends go on.
     let rss_full = rss_kib(gw.pid());
     std::fs::remove_file(&filler).unwrap();
     assert!(
-        append(&mut c, "k", 10, 1000, DAY_MS)
+        append(&mut c, "faulty:k", 10, 1000, DAY_MS)
             .await
             .starts_with("ok ")
     );
@@ -299,7 +303,7 @@ async fn a_full_disk_refuses_appends_and_leaves_a_clean_log() {
     let gw = Gateway::start(cfg);
     let mut c = client(&gw).await;
     assert_eq!(
-        count(&mut c, "k").await,
+        count(&mut c, "faulty:k").await,
         stored + 10,
         "every acknowledged entry, nothing else"
     );

@@ -191,3 +191,39 @@ async fn a_plugin_cannot_touch_another_plugins_connections() {
     victim.send_text("still here").await;
     assert_eq!(victim.recv_text().await, "still here");
 }
+
+/// Streams and storage are namespaced per plugin: stream keys outside its `stream_prefixes`
+/// (default `<name>:`) are refused, and its storage names live under `<name>/`, listed back
+/// without the prefix.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_stays_in_its_stream_and_storage_namespace() {
+    let gw = Gateway::start(faulty_config(1));
+    let mut c = gw.ws("/faulty").await;
+    c.send_text("append other:k 1 10 60000").await;
+    let refused = c.recv_text().await;
+    assert!(
+        refused.starts_with("err 0 ")
+            && refused.contains("Invalid")
+            && refused.contains("namespace"),
+        "{refused}"
+    );
+    c.send_text("count y:room:a:index").await;
+    let refused = c.recv_text().await;
+    assert!(
+        refused.starts_with("err ") && refused.contains("namespace"),
+        "{refused}"
+    );
+    c.send_text("append faulty:k 1 10 60000").await;
+    assert!(c.recv_text().await.starts_with("ok "));
+    c.send_text("put notes/a.txt hello").await;
+    assert_eq!(c.recv_text().await, "ok");
+    c.send_text("ls notes").await;
+    assert_eq!(c.recv_text().await, "notes/a.txt");
+    let stored = gw.dir().join("data/storage/faulty/notes/a.txt");
+    assert_eq!(
+        std::fs::read_to_string(&stored).unwrap_or_default(),
+        "hello",
+        "{}",
+        stored.display()
+    );
+}

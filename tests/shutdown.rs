@@ -179,6 +179,7 @@ wasm = @FAULTY_WASM@
 max_instances = 1
 memory_limit_mb = 64
 call_timeout_ms = 20000
+stream_prefixes = ["y:"]
 
 [[routes]]
 path = "/faulty"

@@ -241,6 +241,11 @@ impl App {
                 .iter()
                 .filter_map(|k| Some((k.clone(), std::env::var(k).ok()?)))
                 .collect(),
+            stream_prefixes: pc
+                .stream_prefixes
+                .clone()
+                .unwrap_or_else(|| vec![format!("{name}:")])
+                .into(),
             call_timeout: Duration::from_millis(pc.call_timeout_ms),
             permits: Arc::new(Semaphore::new(pc.max_instances as usize)),
             faults: pc.faults,

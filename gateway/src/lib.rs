@@ -42,6 +42,9 @@ pub mod hub;
 // Frames held back from connections catching up on a topic.
 pub mod hold;
 
+// Token buckets: per-connection message and byte rates, the upgrade rate.
+pub mod rate;
+
 // WebSocket framing and the bounded outbound queue.
 pub mod wire;
 
@@ -62,6 +65,3 @@ pub mod clock;
 
 // Background tasks that restart after a panic, loudly.
 pub mod supervise;
-
-/// Token buckets for rate limits.
-pub mod rate;

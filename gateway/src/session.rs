@@ -37,6 +37,13 @@ pub async fn run(
         tracing::info_span!("conn", id = conn.id, remote = %conn.remote, route = %conn.route);
     async move {
         let _ = stream.set_nodelay(true);
+        // TCP keepalive finds peers that vanished without a FIN (a dropped NAT entry, a dead
+        // host) even while the idle timeout waits on a blocked write.
+        let keepalive = socket2::TcpKeepalive::new()
+            .with_time(std::time::Duration::from_secs(30))
+            .with_interval(std::time::Duration::from_secs(10))
+            .with_retries(3);
+        let _ = socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive);
         let (rd, wr) = stream.into_split();
         // The writer is polled once per batch: it logs through the span instead of entering it
         // on every poll.

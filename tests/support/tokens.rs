@@ -28,6 +28,8 @@ pub fn user_claims(sub: &str, username: Option<&str>) -> Value {
     let now = now_secs();
     let mut claims =
         json!({"sub": sub, "iat": now, "exp": now + 3600, "jti": format!("jti-{sub}-{now}")});
+    // The shipped `default` profile's audience (ignored by profiles without one).
+    claims["aud"] = json!("gateway");
     if let Some(name) = username {
         claims["username"] = json!(name);
     }

@@ -8,6 +8,8 @@ use serde::Serialize;
 #[derive(Serialize)]
 struct Claims<'a> {
     sub: &'a str,
+    /// The shipped `default` profile's audience.
+    aud: &'a str,
     username: &'a str,
     exp: u64,
     iat: u64,
@@ -36,6 +38,7 @@ impl Minter {
         let iat = unix_now();
         let claims = Claims {
             sub,
+            aud: "gateway",
             username: sub,
             exp: iat + 3600,
             iat,

@@ -60,6 +60,7 @@ enabled = true
 wasm = "$WASM"
 memory_limit_mb = 512
 call_timeout_ms = 10000
+stream_prefixes = ["y:"]
 
 [[routes]]
 path = "/yjs/*"

@@ -84,7 +84,15 @@ fn banner(app: &App, addr: std::net::SocketAddr) {
     let live = app.live();
     for (profile, secret) in live.auth.ephemeral() {
         let now = clock::now_ms() / 1000;
-        let claims = serde_json::json!({"sub": "dev-user", "username": "dev", "iat": now, "exp": now + 86400});
+        let mut claims = serde_json::json!({"sub": "dev-user", "username": "dev", "iat": now, "exp": now + 86400});
+        if let Some(aud) = live
+            .config
+            .auth
+            .get(profile)
+            .and_then(|p| p.audience.first())
+        {
+            claims["aud"] = serde_json::json!(aud);
+        }
         if let Ok(t) = auth::mint_hs256(secret, &claims) {
             let _ = writeln!(
                 out,

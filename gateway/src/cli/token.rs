@@ -18,9 +18,11 @@ fn parse_ttl(s: &str) -> anyhow::Result<u64> {
         * mult)
 }
 
-/// Runs the command: `--sub ID [--claim k=v]... [--ttl 1h]`.
+/// Runs the command: `--sub ID [--aud AUD] [--claim k=v]... [--ttl 1h]`. The audience is
+/// `gateway` (the shipped `default` profile's) unless `--aud` names another (`yjs`).
 pub fn run(rest: &[String]) -> anyhow::Result<()> {
     let sub = flag(rest, "--sub")?.context("--sub ID is required")?;
+    let aud = flag(rest, "--aud")?.unwrap_or("gateway");
     let ttl = parse_ttl(flag(rest, "--ttl")?.unwrap_or("1h"))?;
     if std::env::var("GATEWAY_JWT_SECRET").map_or(true, |s| s.is_empty()) {
         bail!(
@@ -28,7 +30,7 @@ pub fn run(rest: &[String]) -> anyhow::Result<()> {
         );
     }
     let now = clock::now_ms() / 1000;
-    let mut claims = serde_json::json!({"sub": sub, "iat": now, "exp": now + ttl});
+    let mut claims = serde_json::json!({"sub": sub, "aud": aud, "iat": now, "exp": now + ttl});
     for (i, a) in rest.iter().enumerate() {
         if a == "--claim" {
             let kv = rest.get(i + 1).context("--claim needs k=v")?;

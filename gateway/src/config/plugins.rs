@@ -30,6 +30,11 @@ pub struct PluginConfig {
     /// unset variable is absent. Nothing else of the environment is visible to a plugin.
     #[serde(default)]
     pub env: Vec<String>,
+    /// Stream keys the plugin may append to, read and tail: those starting with one of these
+    /// prefixes (default: `<plugin name>:`). `[""]` allows every key, e.g. for y-redis room
+    /// keys shared with other servers.
+    #[serde(default)]
+    pub stream_prefixes: Option<Vec<String>>,
 }
 
 fn default_instances() -> u32 {

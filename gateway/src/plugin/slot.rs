@@ -63,6 +63,8 @@ pub struct PluginVersion {
     pub memory_limit: usize,
     /// The environment variables the plugin sees (`env` in its config, read at load).
     pub env: Vec<(String, String)>,
+    /// Prefixes of the stream keys the plugin may use.
+    pub stream_prefixes: Arc<[String]>,
     /// Budget of one call.
     pub call_timeout: Duration,
     /// Bounds how many instances run at once.
@@ -228,7 +230,12 @@ impl PluginSlot {
     async fn instantiate(&self, v: &PluginVersion) -> Result<Instance, CallError> {
         let mut store = Store::new(
             &self.engine,
-            HostState::new(self.shared.clone(), v.memory_limit, &v.env),
+            HostState::new(
+                self.shared.clone(),
+                v.memory_limit,
+                &v.env,
+                v.stream_prefixes.clone(),
+            ),
         );
         store.limiter(|s| &mut s.limits);
         store.epoch_deadline_callback(|ctx| {

@@ -21,6 +21,7 @@ export const ablyToml = () => [
   '[plugins.ably-rooms]',
   `wasm = ${q(ablyWasm)}`,
   'max_instances = 4',
+  'stream_prefixes = ["ably:"]',
   '[plugins.ably-rooms.config]',
   `keys = [${q(KEY)}, ${q(OTHER_KEY)}]`,
   // Tokens of the gateway's own `std` profile work too (clientId = sub).

@@ -75,6 +75,7 @@ export const gatewayConfig = (o) => {
     'memory_limit_mb = 1024',
     'call_timeout_ms = 30000',
     'max_instances = 8',
+    'stream_prefixes = ["y:"]',
     '[plugins.yjs.config]',
     'prefix = "y"',
     '',

@@ -43,12 +43,19 @@ pub struct HostState {
     pub deadline: Instant,
     /// The connection whose event is being handled, if any.
     pub current_conn: Option<u64>,
+    /// Prefixes of the stream keys this plugin may use.
+    pub stream_prefixes: std::sync::Arc<[String]>,
 }
 
 impl HostState {
     /// Fresh state: WASI with no preopened directories, no sockets, stderr captured and only
     /// the environment variables in `env`.
-    pub fn new(shared: Arc<PluginShared>, memory_limit: usize, env: &[(String, String)]) -> Self {
+    pub fn new(
+        shared: Arc<PluginShared>,
+        memory_limit: usize,
+        env: &[(String, String)],
+        stream_prefixes: Arc<[String]>,
+    ) -> Self {
         let stderr = MemoryOutputPipe::new(4096);
         let wasi = WasiCtx::builder()
             .envs(env)
@@ -65,6 +72,23 @@ impl HostState {
             shared,
             deadline: Instant::now(),
             current_conn: None,
+            stream_prefixes,
+        }
+    }
+
+    /// Refuses a stream key outside the plugin's `stream_prefixes`.
+    pub fn check_stream_key(&self, key: &str) -> Result<(), types::HostError> {
+        if self
+            .stream_prefixes
+            .iter()
+            .any(|p| key.starts_with(p.as_str()))
+        {
+            Ok(())
+        } else {
+            Err(types::HostError::Invalid(format!(
+                "stream key outside this plugin's namespace (stream_prefixes {:?})",
+                self.stream_prefixes
+            )))
         }
     }
 

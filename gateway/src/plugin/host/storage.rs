@@ -1,4 +1,5 @@
-//! The `storage` interface: named blobs in the configured object store.
+//! The `storage` interface: named blobs in the configured object store, each plugin under its
+//! own `<plugin name>/` prefix (a plugin sees and lists only its own names, unprefixed).
 
 use super::{HostState, MAX_BLOB, MAX_KEY, check_len};
 use crate::plugin::bindings::gateway::plugin::{storage, types};
@@ -12,6 +13,11 @@ fn storage_err(e: crate::storage::StorageError) -> types::HostError {
     }
 }
 
+/// The store's name of a plugin's object.
+fn own(plugin: &str, name: &str) -> String {
+    format!("{plugin}/{name}")
+}
+
 impl storage::Host for HostState {
     async fn get(&mut self, name: String) -> Result<Option<Vec<u8>>, types::HostError> {
         let started = Instant::now();
@@ -20,7 +26,7 @@ impl storage::Host for HostState {
             check_len("object name", name.len(), MAX_KEY)?;
             shared
                 .storage
-                .get(&name)
+                .get(&own(&shared.name, &name))
                 .await
                 .map(|b| b.map(|b| b.to_vec()))
                 .map_err(storage_err)
@@ -38,7 +44,7 @@ impl storage::Host for HostState {
             check_len("object", data.len(), MAX_BLOB)?;
             shared
                 .storage
-                .put(&name, Bytes::from(data))
+                .put(&own(&shared.name, &name), Bytes::from(data))
                 .await
                 .map_err(storage_err)
         }
@@ -52,7 +58,11 @@ impl storage::Host for HostState {
         let shared = self.shared.clone();
         let r = async move {
             check_len("object name", name.len(), MAX_KEY)?;
-            shared.storage.delete(&name).await.map_err(storage_err)
+            shared
+                .storage
+                .delete(&own(&shared.name, &name))
+                .await
+                .map_err(storage_err)
         }
         .await;
         self.credit(started);
@@ -64,7 +74,16 @@ impl storage::Host for HostState {
         let shared = self.shared.clone();
         let r = async move {
             check_len("prefix", prefix.len(), MAX_KEY)?;
-            shared.storage.list(&prefix).await.map_err(storage_err)
+            let mine = own(&shared.name, "");
+            let names = shared
+                .storage
+                .list(&own(&shared.name, &prefix))
+                .await
+                .map_err(storage_err)?;
+            Ok(names
+                .into_iter()
+                .filter_map(|n| n.strip_prefix(&mine).map(str::to_string))
+                .collect())
         }
         .await;
         self.credit(started);

@@ -29,6 +29,7 @@ fn stream_err(e: crate::streams::StreamError) -> types::HostError {
 
 impl streams::Host for HostState {
     async fn add_message(&mut self, key: String, data: Vec<u8>) -> Result<(), types::HostError> {
+        self.check_stream_key(&key)?;
         let started = Instant::now();
         let current_conn = self.current_conn;
         let shared = self.shared.clone();
@@ -65,6 +66,7 @@ impl streams::Host for HostState {
         data: Vec<u8>,
         keep_ms: u64,
     ) -> Result<String, types::HostError> {
+        self.check_stream_key(&key)?;
         let started = Instant::now();
         let shared = self.shared.clone();
         let r = async move {
@@ -93,6 +95,7 @@ impl streams::Host for HostState {
         before: String,
         count: u32,
     ) -> Result<Vec<streams::Entry>, types::HostError> {
+        self.check_stream_key(&key)?;
         let started = Instant::now();
         let shared = self.shared.clone();
         let r = async move {
@@ -120,6 +123,7 @@ impl streams::Host for HostState {
         after: String,
         count: u32,
     ) -> Result<Vec<streams::Entry>, types::HostError> {
+        self.check_stream_key(&key)?;
         let started = Instant::now();
         let shared = self.shared.clone();
         let r = async move {
@@ -138,6 +142,7 @@ impl streams::Host for HostState {
     }
 
     async fn len(&mut self, key: String) -> Result<u64, types::HostError> {
+        self.check_stream_key(&key)?;
         let started = Instant::now();
         let shared = self.shared.clone();
         let r = async move {
@@ -155,6 +160,7 @@ impl streams::Host for HostState {
         key: String,
         after: String,
     ) -> Result<(), types::HostError> {
+        self.check_stream_key(&key)?;
         check_len("topic", topic.len(), MAX_TOPIC)?;
         check_len("stream key", key.len(), MAX_KEY)?;
         let after = StreamId::parse(&after).map_err(stream_err)?;

@@ -13,6 +13,8 @@
 //! - `count KEY`: pages through KEY with `read-back` and answers with its entry count.
 //! - `add KEY N SIZE`: queues N y-redis appends (`add-message`, which returns once queued) of
 //!   SIZE bytes to the room stream KEY and answers `queued N`, or `err AT_INDEX ERROR`.
+//! - `put NAME DATA`, `ls PREFIX`: a storage put (answers `ok` or `err ...`) and list (the
+//!   names joined by `,`).
 //! - `whoami`: answers with the connection's id.
 //! - `poke ID`: tries `connection-info`, `set-attachment`, `subscribe`, `send` and `close` (4000)
 //!   on connection ID and answers `info=.. attach=.. subscribe=.. send=.. close=..`, each `ok`
@@ -40,6 +42,10 @@ impl Plugin for Faulty {
                     || t.starts_with("add ") =>
                 {
                     let _ = host::send(conn, &Frame::Text(stream_command(t)));
+                    return;
+                }
+                t if t.starts_with("put ") || t.starts_with("ls ") => {
+                    let _ = host::send(conn, &Frame::Text(storage_command(t)));
                     return;
                 }
                 "whoami" => {
@@ -91,6 +97,21 @@ fn kv_command(cmd: &str) -> String {
             .collect::<Vec<_>>()
             .join(","),
         ["kv-count", prefix] => host::kv_count(prefix).to_string(),
+        _ => "err bad command".into(),
+    }
+}
+
+fn storage_command(cmd: &str) -> String {
+    let args: Vec<&str> = cmd.splitn(3, ' ').collect();
+    match args.as_slice() {
+        ["put", name, data] => match plugin_sdk::storage::put(name, data.as_bytes()) {
+            Ok(()) => "ok".into(),
+            Err(e) => format!("err {e:?}"),
+        },
+        ["ls", prefix] => match plugin_sdk::storage::list(prefix) {
+            Ok(names) => names.join(","),
+            Err(e) => format!("err {e:?}"),
+        },
         _ => "err bad command".into(),
     }
 }
