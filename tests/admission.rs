@@ -287,3 +287,49 @@ plugin = "echo"
     let mut again = gw.ws("/echo").await;
     assert_eq!(again.recv_text().await, "hello");
 }
+
+/// A route's `max_connections` caps that route alone: past it 503, other routes unaffected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_route_cap_holds_for_that_route_only() {
+    let gw = Gateway::start(
+        r#"
+[server]
+listen = ["127.0.0.1:0"]
+cache_dir = @CACHE_DIR@
+
+[plugins.echo]
+wasm = @ECHO_WASM@
+
+[[routes]]
+path = "/small"
+kind = "websocket"
+plugin = "echo"
+limits = { max_connections = 2 }
+
+[[routes]]
+path = "/echo"
+kind = "websocket"
+plugin = "echo"
+"#,
+    );
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut c = gw.ws("/small").await;
+        assert_eq!(c.recv_text().await, "hello");
+        held.push(c);
+    }
+    match gw.ws_with("/small", from([127, 0, 0, 2])).await {
+        Err(WsConnectError::Rejected { status, .. }) => assert_eq!(status, 503),
+        Err(e) => panic!("{e}"),
+        Ok(_) => panic!("a third connection on a route capped at 2"),
+    }
+    let mut other = gw.ws("/echo").await;
+    assert_eq!(other.recv_text().await, "hello");
+    held.remove(0).close(1000).await;
+    let again = gw
+        .poll_until("a slot on the route frees up", TIMEOUT, || async {
+            gw.ws_with("/small", WsOptions::default()).await.ok()
+        })
+        .await;
+    drop(again);
+}

@@ -155,7 +155,8 @@ async fn slow_consumer_is_cut_off(limits: &str, pad_len: usize, max_messages: u6
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_consumer_cut_off_by_queue_bytes() {
     slow_consumer_is_cut_off(
-        "queue_max_bytes = 65536\nqueue_max_frames = 100000\nmax_frame_bytes = 65536\n",
+        // 16 messages of room: a reader starved of CPU for a moment must not be cut off.
+        "queue_max_bytes = 262144\nqueue_max_frames = 100000\nmax_frame_bytes = 65536\n",
         16_000,
         4_000,
     )

@@ -116,6 +116,8 @@ pub struct Hub {
     holds: Holds,
     /// Live connections per peer IP address.
     per_ip: Mutex<HashMap<std::net::IpAddr, usize>>,
+    /// Live connections per route (counted under the `per_ip` lock).
+    per_route: Mutex<HashMap<Arc<str>, usize>>,
     /// Plugins that append to or tail streams: their clients hold stream data the backend may
     /// lose (see [`Hub::resync_stream_clients`]).
     stream_plugins: parking_lot::RwLock<std::collections::HashSet<Arc<str>>>,
@@ -128,6 +130,8 @@ pub struct Admission {
     pub max_total: usize,
     /// Most connections from one IP address.
     pub max_per_ip: usize,
+    /// Most connections on the connection's route.
+    pub max_per_route: usize,
 }
 
 /// Why a connection was not admitted.
@@ -137,6 +141,8 @@ pub enum Refused {
     Full,
     /// The peer's address holds `max_per_ip` connections.
     TooManyFromIp,
+    /// The route holds `max_per_route` connections.
+    RouteFull,
 }
 
 impl Hub {
@@ -156,6 +162,7 @@ impl Hub {
             metrics,
             holds: Holds::default(),
             per_ip: Mutex::default(),
+            per_route: Mutex::default(),
             stream_plugins: parking_lot::RwLock::default(),
         }
     }
@@ -190,6 +197,11 @@ impl Hub {
             if caps.max_total > 0 && self.len() >= caps.max_total {
                 return Err(Refused::Full);
             }
+            let mut per_route = self.per_route.lock();
+            let on_route = per_route.get(&spec.route).copied().unwrap_or(0);
+            if caps.max_per_route > 0 && on_route >= caps.max_per_route {
+                return Err(Refused::RouteFull);
+            }
             let n = per_ip.entry(ip).or_default();
             if caps.max_per_ip > 0 && *n >= caps.max_per_ip {
                 if *n == 0 {
@@ -198,6 +210,7 @@ impl Hub {
                 return Err(Refused::TooManyFromIp);
             }
             *n += 1;
+            *per_route.entry(spec.route.clone()).or_default() += 1;
         }
         Ok(self.insert(spec))
     }
@@ -244,6 +257,13 @@ impl Hub {
                 *n -= 1;
                 if *n == 0 {
                     per_ip.remove(&ip);
+                }
+            }
+            let mut per_route = self.per_route.lock();
+            if let Some(n) = per_route.get_mut(&conn.route) {
+                *n -= 1;
+                if *n == 0 {
+                    per_route.remove(&conn.route);
                 }
             }
         }

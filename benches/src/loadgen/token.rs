@@ -63,12 +63,11 @@ mod tests {
     fn tokens_verify() {
         let m = Minter::new("s3cret");
         let t = m.mint("user-7", 7).unwrap();
-        let data = decode::<serde_json::Value>(
-            &t,
-            &DecodingKey::from_secret(b"s3cret"),
-            &Validation::new(Algorithm::HS256),
-        )
-        .unwrap();
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.set_audience(&["gateway"]);
+        let data =
+            decode::<serde_json::Value>(&t, &DecodingKey::from_secret(b"s3cret"), &validation)
+                .unwrap();
         assert_eq!(data.claims["sub"], "user-7");
         assert_eq!(data.claims["username"], "user-7");
         assert!(data.claims["jti"].as_str().unwrap().ends_with("-7"));

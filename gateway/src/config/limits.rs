@@ -24,6 +24,9 @@ pub struct Limits {
     /// Payload bytes a client may send per second (bursts of one second's worth, or one
     /// largest message); more closes the connection with 1008. 0 = no limit.
     pub max_bytes_per_s: u64,
+    /// Most connections a route holds at once; more are refused with 503. In `[limits]` it
+    /// applies to every route separately. 0 = no cap.
+    pub max_connections: usize,
 }
 
 impl Default for Limits {
@@ -37,6 +40,7 @@ impl Default for Limits {
             idle_timeout_ms: 60_000,
             max_messages_per_s: 0,
             max_bytes_per_s: 0,
+            max_connections: 0,
         }
     }
 }
@@ -53,6 +57,7 @@ pub struct LimitOverrides {
     idle_timeout_ms: Option<u64>,
     max_messages_per_s: Option<u32>,
     max_bytes_per_s: Option<u64>,
+    max_connections: Option<usize>,
 }
 
 impl LimitOverrides {
@@ -67,6 +72,7 @@ impl LimitOverrides {
             idle_timeout_ms: self.idle_timeout_ms.unwrap_or(base.idle_timeout_ms),
             max_messages_per_s: self.max_messages_per_s.unwrap_or(base.max_messages_per_s),
             max_bytes_per_s: self.max_bytes_per_s.unwrap_or(base.max_bytes_per_s),
+            max_connections: self.max_connections.unwrap_or(base.max_connections),
         }
     }
 }

@@ -90,6 +90,7 @@ pub async fn websocket(
     let caps = Admission {
         max_total: server.max_connections,
         max_per_ip: server.max_connections_per_ip,
+        max_per_route: spec.limits.max_connections,
     };
     let conn = match app.hub.admit(spec, caps) {
         Ok(c) => c,
@@ -99,6 +100,10 @@ pub async fn websocket(
                 Refused::TooManyFromIp => (
                     StatusCode::TOO_MANY_REQUESTS,
                     "too many connections from this address",
+                ),
+                Refused::RouteFull => (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "this route's connection limit is reached",
                 ),
             };
             tracing::debug!(%remote, "{what}");

@@ -39,6 +39,9 @@ return 0
 const MAX_ADD_BATCH: usize = 512;
 /// Appends waiting for the batcher before callers wait for room.
 const ADD_QUEUE: usize = 16_384;
+/// Payload bytes waiting for Redis before appends are refused (the caller's client is closed
+/// with 1013 and re-sends after reconnecting) instead of growing memory while Redis is slow.
+const MAX_QUEUED_BYTES: usize = 64 << 20;
 
 /// What waits for the batcher: an append, or a flush that is answered once everything queued
 /// before it was sent and answered.
@@ -77,6 +80,8 @@ pub struct RedisStreams {
     groups: Mutex<HashSet<String>>,
     reader_id: Mutex<Option<i64>>,
     adds: tokio::sync::mpsc::Sender<Queued>,
+    /// Payload bytes of the appends queued and not yet answered by Redis.
+    queued_bytes: std::sync::atomic::AtomicUsize,
     /// A key this process wrote at connect: gone means Redis lost its data (see
     /// [`RedisStreams::on_data_loss`]).
     sentinel: String,
@@ -127,6 +132,7 @@ impl RedisStreams {
             add_script: redis::Script::new(ADD_MESSAGE),
             groups: Mutex::new(HashSet::new()),
             reader_id: Mutex::new(None),
+            queued_bytes: std::sync::atomic::AtomicUsize::new(0),
             sentinel: format!("gateway:sentinel:{}", uuid::Uuid::new_v4()),
             on_data_loss: std::sync::OnceLock::new(),
             data_losses: std::sync::atomic::AtomicU64::new(0),
@@ -202,6 +208,18 @@ impl RedisStreams {
         on_fail: Option<super::OnFail>,
     ) -> Result<(), StreamError> {
         let worker_key = worker_key_of(key)?;
+        let bytes = data.len();
+        let queued = self
+            .queued_bytes
+            .fetch_add(bytes, std::sync::atomic::Ordering::AcqRel);
+        if queued + bytes > MAX_QUEUED_BYTES && queued > 0 {
+            self.queued_bytes
+                .fetch_sub(bytes, std::sync::atomic::Ordering::AcqRel);
+            return Err(StreamError::Redis(format!(
+                "{} MiB of appends wait for Redis already; retry",
+                MAX_QUEUED_BYTES >> 20
+            )));
+        }
         self.adds
             .send(Queued::Add(AddReq {
                 key: key.to_string(),
@@ -210,7 +228,11 @@ impl RedisStreams {
                 on_fail,
             }))
             .await
-            .map_err(|_| StreamError::Redis("stream backend closed".into()))
+            .map_err(|_| {
+                self.queued_bytes
+                    .fetch_sub(bytes, std::sync::atomic::Ordering::AcqRel);
+                StreamError::Redis("stream backend closed".into())
+            })
     }
 
     /// Appends queued and not yet sent to Redis.
@@ -538,7 +560,10 @@ async fn batcher(me: std::sync::Weak<RedisStreams>, mut rx: tokio::sync::mpsc::R
         }
         if !batch.is_empty() {
             let Some(m) = me.upgrade() else { return };
+            let bytes: usize = batch.iter().map(|r| r.data.len()).sum();
             m.add_batch(batch).await;
+            m.queued_bytes
+                .fetch_sub(bytes, std::sync::atomic::Ordering::AcqRel);
         }
         if let Some(done) = flush {
             let _ = done.send(());
