@@ -246,6 +246,11 @@ impl App {
                 .clone()
                 .unwrap_or_else(|| vec![format!("{name}:")])
                 .into(),
+            storage_root: pc
+                .storage_root
+                .clone()
+                .unwrap_or_else(|| format!("{name}/"))
+                .into(),
             call_timeout: Duration::from_millis(pc.call_timeout_ms),
             permits: Arc::new(Semaphore::new(pc.max_instances as usize)),
             faults: pc.faults,

@@ -61,6 +61,7 @@ wasm = "$WASM"
 memory_limit_mb = 512
 call_timeout_ms = 10000
 stream_prefixes = ["y:"]
+storage_root = ""
 
 [[routes]]
 path = "/yjs/*"

@@ -35,6 +35,10 @@ pub struct PluginConfig {
     /// keys shared with other servers.
     #[serde(default)]
     pub stream_prefixes: Option<Vec<String>>,
+    /// Where the plugin's storage names live in the store (default `<plugin name>/`); `""`
+    /// gives it the whole store, e.g. to read the rooms the y-redis compaction worker stores.
+    #[serde(default)]
+    pub storage_root: Option<String>,
 }
 
 fn default_instances() -> u32 {

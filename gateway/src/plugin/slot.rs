@@ -65,6 +65,8 @@ pub struct PluginVersion {
     pub env: Vec<(String, String)>,
     /// Prefixes of the stream keys the plugin may use.
     pub stream_prefixes: Arc<[String]>,
+    /// Where its storage names live in the store.
+    pub storage_root: Arc<str>,
     /// Budget of one call.
     pub call_timeout: Duration,
     /// Bounds how many instances run at once.
@@ -235,6 +237,7 @@ impl PluginSlot {
                 v.memory_limit,
                 &v.env,
                 v.stream_prefixes.clone(),
+                v.storage_root.clone(),
             ),
         );
         store.limiter(|s| &mut s.limits);

@@ -76,6 +76,7 @@ export const gatewayConfig = (o) => {
     'call_timeout_ms = 30000',
     'max_instances = 8',
     'stream_prefixes = ["y:"]',
+    'storage_root = ""',
     '[plugins.yjs.config]',
     'prefix = "y"',
     '',

@@ -129,6 +129,6 @@ export const roomStreamKey = (rawRoom, prefix = 'y') => `${prefix}:room:${encode
  * heartbeats, the node set, presence and plugin key-value entries. They live beside the y-redis
  * keys, never among them.
  */
-export const isClusterKey = (k) => /^gateway:(nodes|node:\d+(:presence)?|presence:.*|kv:.*)$/.test(k)
+export const isClusterKey = (k) => /^gateway:(nodes|node:\d+(:presence)?|presence:.*|kv:.*|sentinel)$/.test(k)
 
 export { commandOptions }

@@ -45,6 +45,8 @@ pub struct HostState {
     pub current_conn: Option<u64>,
     /// Prefixes of the stream keys this plugin may use.
     pub stream_prefixes: std::sync::Arc<[String]>,
+    /// Where this plugin's storage names live in the store.
+    pub storage_root: std::sync::Arc<str>,
 }
 
 impl HostState {
@@ -55,6 +57,7 @@ impl HostState {
         memory_limit: usize,
         env: &[(String, String)],
         stream_prefixes: Arc<[String]>,
+        storage_root: Arc<str>,
     ) -> Self {
         let stderr = MemoryOutputPipe::new(4096);
         let wasi = WasiCtx::builder()
@@ -73,6 +76,7 @@ impl HostState {
             deadline: Instant::now(),
             current_conn: None,
             stream_prefixes,
+            storage_root,
         }
     }
 

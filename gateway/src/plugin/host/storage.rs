@@ -1,5 +1,5 @@
 //! The `storage` interface: named blobs in the configured object store, each plugin under its
-//! own `<plugin name>/` prefix (a plugin sees and lists only its own names, unprefixed).
+//! `storage_root` (default `<plugin name>/`; it sees and lists only its own names, unprefixed).
 
 use super::{HostState, MAX_BLOB, MAX_KEY, check_len};
 use crate::plugin::bindings::gateway::plugin::{storage, types};
@@ -14,19 +14,20 @@ fn storage_err(e: crate::storage::StorageError) -> types::HostError {
 }
 
 /// The store's name of a plugin's object.
-fn own(plugin: &str, name: &str) -> String {
-    format!("{plugin}/{name}")
+fn own(root: &str, name: &str) -> String {
+    format!("{root}{name}")
 }
 
 impl storage::Host for HostState {
     async fn get(&mut self, name: String) -> Result<Option<Vec<u8>>, types::HostError> {
         let started = Instant::now();
         let shared = self.shared.clone();
+        let root = self.storage_root.clone();
         let r = async move {
             check_len("object name", name.len(), MAX_KEY)?;
             shared
                 .storage
-                .get(&own(&shared.name, &name))
+                .get(&own(&root, &name))
                 .await
                 .map(|b| b.map(|b| b.to_vec()))
                 .map_err(storage_err)
@@ -39,12 +40,13 @@ impl storage::Host for HostState {
     async fn put(&mut self, name: String, data: Vec<u8>) -> Result<(), types::HostError> {
         let started = Instant::now();
         let shared = self.shared.clone();
+        let root = self.storage_root.clone();
         let r = async move {
             check_len("object name", name.len(), MAX_KEY)?;
             check_len("object", data.len(), MAX_BLOB)?;
             shared
                 .storage
-                .put(&own(&shared.name, &name), Bytes::from(data))
+                .put(&own(&root, &name), Bytes::from(data))
                 .await
                 .map_err(storage_err)
         }
@@ -56,11 +58,12 @@ impl storage::Host for HostState {
     async fn delete(&mut self, name: String) -> Result<(), types::HostError> {
         let started = Instant::now();
         let shared = self.shared.clone();
+        let root = self.storage_root.clone();
         let r = async move {
             check_len("object name", name.len(), MAX_KEY)?;
             shared
                 .storage
-                .delete(&own(&shared.name, &name))
+                .delete(&own(&root, &name))
                 .await
                 .map_err(storage_err)
         }
@@ -72,12 +75,13 @@ impl storage::Host for HostState {
     async fn list(&mut self, prefix: String) -> Result<Vec<String>, types::HostError> {
         let started = Instant::now();
         let shared = self.shared.clone();
+        let root = self.storage_root.clone();
         let r = async move {
             check_len("prefix", prefix.len(), MAX_KEY)?;
-            let mine = own(&shared.name, "");
+            let mine = own(&root, "");
             let names = shared
                 .storage
-                .list(&own(&shared.name, &prefix))
+                .list(&own(&root, &prefix))
                 .await
                 .map_err(storage_err)?;
             Ok(names

@@ -82,9 +82,9 @@ pub struct RedisStreams {
     adds: tokio::sync::mpsc::Sender<Queued>,
     /// Payload bytes of the appends queued and not yet answered by Redis.
     queued_bytes: std::sync::atomic::AtomicUsize,
-    /// A key this process wrote at connect: gone means Redis lost its data (see
-    /// [`RedisStreams::on_data_loss`]).
-    sentinel: String,
+    /// The value of the shared sentinel key [`SENTINEL`] this process last saw: the key gone
+    /// or holding another value means Redis lost its data (see [`RedisStreams::on_data_loss`]).
+    sentinel: Mutex<Option<String>>,
     on_data_loss: std::sync::OnceLock<Box<dyn Fn() + Send + Sync>>,
     /// Times Redis was found to have lost its data.
     pub data_losses: std::sync::atomic::AtomicU64,
@@ -94,6 +94,10 @@ pub struct RedisStreams {
 
 /// How often the sentinel key is checked.
 const SENTINEL_EVERY: Duration = Duration::from_secs(1);
+/// One key shared by every gateway on the Redis: written once with a random value; whoever
+/// finds it gone writes a new one, and a gateway that finds a value other than the one it saw
+/// knows the data was lost too.
+const SENTINEL: &str = "gateway:sentinel";
 
 /// Longest wait for one reply; past it the call fails (and the connection is re-established).
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -133,12 +137,12 @@ impl RedisStreams {
             groups: Mutex::new(HashSet::new()),
             reader_id: Mutex::new(None),
             queued_bytes: std::sync::atomic::AtomicUsize::new(0),
-            sentinel: format!("gateway:sentinel:{}", uuid::Uuid::new_v4()),
+            sentinel: Mutex::new(None),
             on_data_loss: std::sync::OnceLock::new(),
             data_losses: std::sync::atomic::AtomicU64::new(0),
             tailer: Arc::new(Tailer::default()),
         });
-        me.set_sentinel().await?;
+        me.check_sentinel().await.map_err(rerr)?;
         let weak = Arc::downgrade(&me);
         crate::supervise::spawn("redis stream reader", move || reader::reader(weak.clone()));
         crate::supervise::spawn_once("redis append batcher", batcher(Arc::downgrade(&me), add_rx));
@@ -159,14 +163,23 @@ impl RedisStreams {
         let _ = self.on_data_loss.set(Box::new(f));
     }
 
-    async fn set_sentinel(&self) -> Result<(), StreamError> {
+    /// Reads the sentinel (writing it when missing); true when it was missing or changed
+    /// since the last look, i.e. Redis lost its data since then.
+    async fn check_sentinel(&self) -> redis::RedisResult<bool> {
         let mut con = self.con.clone();
-        redis::cmd("SET")
-            .arg(&self.sentinel)
-            .arg(crate::clock::now_ms())
-            .query_async::<()>(&mut con)
-            .await
-            .map_err(rerr)
+        let (_, value): ((), String) = redis::pipe()
+            .cmd("SET")
+            .arg(SENTINEL)
+            .arg(uuid::Uuid::new_v4().to_string())
+            .arg("NX")
+            .cmd("GET")
+            .arg(SENTINEL)
+            .query_async(&mut con)
+            .await?;
+        let mut seen = self.sentinel.lock();
+        let lost = seen.as_ref().is_some_and(|s| *s != value);
+        *seen = Some(value);
+        Ok(lost)
     }
 
     /// Maps a failed call; the consumer groups are created again before the next use, in case
@@ -514,25 +527,16 @@ fn drop_task(pipe: &mut redis::Pipeline, worker_key: &str, task: &Task) {
 }
 
 /// Collects appends and sends them in pipelines.
-/// Checks the sentinel key every second; when Redis answers without it, Redis lost its data:
-/// the consumer groups are made again before the next use, the key is written again and the
-/// data-loss callback runs.
+/// Checks the sentinel key every second; when it is gone or changed, Redis lost its data: the
+/// consumer groups are made again before the next use and the data-loss callback runs.
 async fn watch_sentinel(me: std::sync::Weak<RedisStreams>) {
     loop {
         tokio::time::sleep(SENTINEL_EVERY).await;
         let Some(m) = me.upgrade() else { return };
-        let mut con = m.con.clone();
-        let exists: redis::RedisResult<bool> = redis::cmd("EXISTS")
-            .arg(&m.sentinel)
-            .query_async(&mut con)
-            .await;
-        if let Ok(false) = exists {
+        if let Ok(true) = m.check_sentinel().await {
             m.groups.lock().clear();
             m.data_losses
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            if let Err(e) = m.set_sentinel().await {
-                tracing::warn!("redis: cannot write the data-loss sentinel again: {e}");
-            }
             tracing::error!(
                 "redis lost its data (restarted empty or flushed): updates not yet compacted are gone; asking clients to re-sync"
             );
