@@ -112,8 +112,9 @@ impl Storage {
                     .ok_or_else(|| StorageError::Config("s3 needs a bucket".into()))?;
                 let mut b = object_store::aws::AmazonS3Builder::from_env()
                     .with_bucket_name(bucket)
-                    .with_allow_http(cfg.allow_http)
+                    // Client options first: they replace `allow_http`, which is one of them.
                     .with_client_options(client_options())
+                    .with_allow_http(cfg.allow_http)
                     .with_retry(retry_config());
                 if let Some(r) = &cfg.region {
                     b = b.with_region(r);
