@@ -123,6 +123,25 @@ fn append(conn: ConnId, key: &str, m: Vec<u8>) {
     }
 }
 
+/// Every stored object of a room. The worker writes the new object before it deletes the ones
+/// it replaced: an object listed but gone when read means a compaction happened in between, so
+/// the listing is read again (a few times) rather than missing its content.
+fn read_stored(prefix: &str) -> Result<Vec<Vec<u8>>, HostError> {
+    let mut attempt = 0;
+    'list: loop {
+        attempt += 1;
+        let mut stored = Vec::new();
+        for name in storage::list(prefix)? {
+            match storage::get(&name)? {
+                Some(b) => stored.push(b),
+                None if attempt < 5 => continue 'list,
+                None => {}
+            }
+        }
+        return Ok(stored);
+    }
+}
+
 /// The plugin.
 pub struct YjsSync;
 
@@ -166,15 +185,11 @@ impl Plugin for YjsSync {
         // Subscribe before reading: an entry delivered from now on reaches this connection,
         // and any earlier one is in what is read below.
         host::subscribe(info.id, &key).map_err(|e| unavailable("subscribe", e))?;
-        let mut stored = Vec::new();
-        for name in storage::list(&storage_prefix(&room, &cfg.docid))
-            .map_err(|e| unavailable("storage", e))?
-        {
-            if let Some(b) = storage::get(&name).map_err(|e| unavailable("storage", e))? {
-                stored.push(b);
-            }
-        }
+        // The stream before storage: the compaction worker stores entries before it trims them,
+        // so whatever is trimmed after this read is in the storage read next.
         let entries = streams::read(&key, "0", 0).map_err(|e| unavailable("stream", e))?;
+        let stored = read_stored(&storage_prefix(&room, &cfg.docid))
+            .map_err(|e| unavailable("storage", e))?;
         let last = entries
             .last()
             .map(|e| e.id.clone())
