@@ -8,13 +8,15 @@ use std::time::Duration;
 
 use support::*;
 
-fn echo_config(per_ip: u32) -> String {
-    format!(
+/// `echo` on `/echo` (with `route` lines added to the route), `server` lines added to
+/// `[server]` and `rest` appended (a `[limits]` table, more routes).
+fn echo_gateway(server: &str, route: &str, rest: &str) -> Gateway {
+    Gateway::start(format!(
         r#"
 [server]
 listen = ["127.0.0.1:0"]
 cache_dir = @CACHE_DIR@
-max_connections_per_ip = {per_ip}
+{server}
 
 [plugins.echo]
 wasm = @ECHO_WASM@
@@ -23,20 +25,13 @@ wasm = @ECHO_WASM@
 path = "/echo"
 kind = "websocket"
 plugin = "echo"
-"#
-    )
+{route}
+{rest}"#
+    ))
 }
 
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse().ok())
-        })
-        .unwrap_or(0)
+fn echo_gateway_per_ip(per_ip: u32) -> Gateway {
+    echo_gateway(&format!("max_connections_per_ip = {per_ip}"), "", "")
 }
 
 fn from(ip: [u8; 4]) -> WsOptions {
@@ -48,7 +43,7 @@ fn from(ip: [u8; 4]) -> WsOptions {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connect_flood_from_one_address_leaves_room_for_others() {
-    let gw = Gateway::start(echo_config(50));
+    let gw = echo_gateway_per_ip(50);
     let rss_before = rss_kib(gw.pid());
     let addr = gw.addr();
     // 600 attempts from 127.0.0.1, 100 at a time, each held until the flood ends.
@@ -94,7 +89,7 @@ async fn a_connect_flood_from_one_address_leaves_room_for_others() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_address_cannot_take_more_than_its_share() {
-    let gw = Gateway::start(echo_config(3));
+    let gw = echo_gateway_per_ip(3);
     let mut held = Vec::new();
     for _ in 0..3 {
         let mut c = gw.ws("/echo").await;
@@ -126,21 +121,10 @@ async fn one_address_cannot_take_more_than_its_share() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_100_mib_frame_header_does_not_allocate_100_mib() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let gw = Gateway::start(
-        r#"
-[server]
-listen = ["127.0.0.1:0"]
-cache_dir = @CACHE_DIR@
-
-[plugins.echo]
-wasm = @ECHO_WASM@
-
-[[routes]]
-path = "/echo"
-kind = "websocket"
-plugin = "echo"
-limits = { max_frame_bytes = 134217728, max_message_bytes = 134217728, queue_max_bytes = 268435456 }
-"#,
+    let gw = echo_gateway(
+        "",
+        "limits = { max_frame_bytes = 134217728, max_message_bytes = 134217728, queue_max_bytes = 268435456 }",
+        "",
     );
     let rss_before = rss_kib(gw.pid());
     let mut s = tokio::net::TcpStream::connect(gw.addr()).await.unwrap();
@@ -186,25 +170,10 @@ limits = { max_frame_bytes = 134217728, max_message_bytes = 134217728, queue_max
 /// 1008 and counted; one within them is not.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_sending_too_fast_is_closed_with_1008() {
-    let gw = Gateway::start(
-        r#"
-[server]
-listen = ["127.0.0.1:0"]
-cache_dir = @CACHE_DIR@
-
-[limits]
-max_messages_per_s = 50
-max_bytes_per_s = 20000
-max_message_bytes = 8192
-
-[plugins.echo]
-wasm = @ECHO_WASM@
-
-[[routes]]
-path = "/echo"
-kind = "websocket"
-plugin = "echo"
-"#,
+    let gw = echo_gateway(
+        "",
+        "",
+        "[limits]\nmax_messages_per_s = 50\nmax_bytes_per_s = 20000\nmax_message_bytes = 8192\n",
     );
     let mut polite = gw.ws("/echo").await;
     assert_eq!(polite.recv_text().await, "hello");
@@ -244,22 +213,7 @@ plugin = "echo"
 /// connecting works again a moment later.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upgrades_past_the_rate_are_refused_with_503() {
-    let gw = Gateway::start(
-        r#"
-[server]
-listen = ["127.0.0.1:0"]
-cache_dir = @CACHE_DIR@
-max_upgrades_per_s = 20
-
-[plugins.echo]
-wasm = @ECHO_WASM@
-
-[[routes]]
-path = "/echo"
-kind = "websocket"
-plugin = "echo"
-"#,
-    );
+    let gw = echo_gateway("max_upgrades_per_s = 20", "", "");
     let (mut accepted, mut refused) = (Vec::new(), 0);
     for _ in 0..60 {
         match gw.ws_with("/echo", WsOptions::default()).await {
@@ -291,26 +245,10 @@ plugin = "echo"
 /// A route's `max_connections` caps that route alone: past it 503, other routes unaffected.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_route_cap_holds_for_that_route_only() {
-    let gw = Gateway::start(
-        r#"
-[server]
-listen = ["127.0.0.1:0"]
-cache_dir = @CACHE_DIR@
-
-[plugins.echo]
-wasm = @ECHO_WASM@
-
-[[routes]]
-path = "/small"
-kind = "websocket"
-plugin = "echo"
-limits = { max_connections = 2 }
-
-[[routes]]
-path = "/echo"
-kind = "websocket"
-plugin = "echo"
-"#,
+    let gw = echo_gateway(
+        "",
+        "",
+        "[[routes]]\npath = \"/small\"\nkind = \"websocket\"\nplugin = \"echo\"\nlimits = { max_connections = 2 }\n",
     );
     let mut held = Vec::new();
     for _ in 0..2 {

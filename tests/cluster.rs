@@ -7,7 +7,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use support::{Gateway, GatewayPair, WsClient, WsEvent, chat_config, settled};
+use support::{Gateway, GatewayPair, WsClient, WsEvent, chat_config, rss_kib, settled};
 
 async fn next_of_type(c: &mut WsClient, ty: &str) -> Value {
     c.recv_until_type(ty).await.0
@@ -247,17 +247,6 @@ async fn an_instance_unsubscribes_when_its_last_member_leaves() {
     let solo = Gateway::start(chat_config(None));
     let h = solo.health().await;
     assert_eq!(h["cluster"], json!({"mode": "local", "node": 0}), "{h}");
-}
-
-/// Resident set size of a process in KiB.
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
 }
 
 /// Redis is SIGKILLed under chat traffic and comes back empty 10 s later: both gateways stay

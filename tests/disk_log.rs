@@ -54,6 +54,12 @@ async fn append(c: &mut WsClient, key: &str, n: u32, size: usize, keep_ms: u64) 
     }
 }
 
+/// Appends and expects every entry stored.
+async fn append_ok(c: &mut WsClient, key: &str, n: u32, size: usize, keep_ms: u64) {
+    let answer = append(c, key, n, size, keep_ms).await;
+    assert!(answer.starts_with("ok "), "append {key} {n}: {answer}");
+}
+
 async fn count(c: &mut WsClient, key: &str) -> u64 {
     c.send_text(&format!("count {key}")).await;
     let answer = c.recv_text().await;
@@ -72,18 +78,6 @@ async fn stop(mut gw: Gateway) -> String {
     gw.logs()
 }
 
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse().ok())
-        })
-        .unwrap_or(0)
-}
-
 fn log_file(dir: &Path) -> PathBuf {
     dir.join("streams.log")
 }
@@ -95,11 +89,7 @@ async fn a_damaged_record_in_the_middle_keeps_every_record_before_it() {
 
     let gw = Gateway::start(cfg.clone());
     let mut c = client(&gw).await;
-    assert!(
-        append(&mut c, "faulty:k", 50, 100, DAY_MS)
-            .await
-            .starts_with("ok ")
-    );
+    append_ok(&mut c, "faulty:k", 50, 100, DAY_MS).await;
     drop(c);
     stop(gw).await;
 
@@ -108,11 +98,7 @@ async fn a_damaged_record_in_the_middle_keeps_every_record_before_it() {
     let gw = Gateway::start(cfg.clone());
     let first_run_bytes = std::fs::metadata(log_file(&dir)).unwrap().len();
     let mut c = client(&gw).await;
-    assert!(
-        append(&mut c, "faulty:k", 30, 100, DAY_MS)
-            .await
-            .starts_with("ok ")
-    );
+    append_ok(&mut c, "faulty:k", 30, 100, DAY_MS).await;
     assert_eq!(count(&mut c, "faulty:k").await, 80);
     drop(c);
     stop(gw).await;
@@ -152,11 +138,7 @@ async fn a_damaged_record_in_the_middle_keeps_every_record_before_it() {
         total - first_run_bytes
     );
     // The log heals: new appends follow the kept records and replay cleanly.
-    assert!(
-        append(&mut c, "faulty:k", 5, 100, DAY_MS)
-            .await
-            .starts_with("ok ")
-    );
+    append_ok(&mut c, "faulty:k", 5, 100, DAY_MS).await;
     drop(c);
     stop(gw).await;
     let gw = Gateway::start(cfg);
@@ -180,8 +162,7 @@ async fn sigkill_during_a_log_rewrite_loses_no_acknowledged_entry() {
     let mut c = client(&gw).await;
     let mut acked_keep = 0u64;
     for _ in 0..10 {
-        let answer = append(&mut c, "faulty:keep", live_entries / 10, live_size, DAY_MS).await;
-        assert!(answer.starts_with("ok "), "{answer}");
+        append_ok(&mut c, "faulty:keep", live_entries / 10, live_size, DAY_MS).await;
         acked_keep += u64::from(live_entries / 10);
     }
     drop(c);
@@ -204,12 +185,10 @@ async fn sigkill_during_a_log_rewrite_loses_no_acknowledged_entry() {
         assert!(!g.logs().contains("damaged"), "{}", g.logs());
         let deadline = Instant::now() + Duration::from_secs(60);
         while Instant::now() < deadline && !g.logs().contains("stream log rewrite started") {
-            let answer = append(&mut c, "faulty:churn", 50, live_size, 1).await;
-            assert!(answer.starts_with("ok "), "{answer}");
+            append_ok(&mut c, "faulty:churn", 50, live_size, 1).await;
         }
         // Acknowledged appends racing the rewrite go to the old log and the new one.
-        let answer = append(&mut c, "faulty:keep", 1, live_size, DAY_MS).await;
-        assert!(answer.starts_with("ok "), "{answer}");
+        append_ok(&mut c, "faulty:keep", 1, live_size, DAY_MS).await;
         acked_keep += 1;
         g.sigkill();
         let mid = dir.join("streams.log.tmp").exists();
@@ -292,11 +271,7 @@ async fn a_full_disk_refuses_appends_and_leaves_a_clean_log() {
     // Space returns: appends go on.
     let rss_full = rss_kib(gw.pid());
     std::fs::remove_file(&filler).unwrap();
-    assert!(
-        append(&mut c, "faulty:k", 10, 1000, DAY_MS)
-            .await
-            .starts_with("ok ")
-    );
+    append_ok(&mut c, "faulty:k", 10, 1000, DAY_MS).await;
     drop(c);
     stop(gw).await;
 
