@@ -215,6 +215,7 @@ async fn a_client_sending_too_fast_is_closed_with_1008() {
 async fn upgrades_past_the_rate_are_refused_with_503() {
     let gw = echo_gateway("max_upgrades_per_s = 20", "", "");
     let (mut accepted, mut refused) = (Vec::new(), 0);
+    let started = std::time::Instant::now();
     for _ in 0..60 {
         match gw.ws_with("/echo", WsOptions::default()).await {
             Ok(c) => accepted.push(c),
@@ -232,9 +233,12 @@ async fn upgrades_past_the_rate_are_refused_with_503() {
             Err(e) => panic!("{e}"),
         }
     }
+    // The burst (20) plus what the rate refilled while the loop ran; the bound follows the
+    // elapsed time, so a slow machine cannot fail it.
+    let allowed = 20 + (20.0 * started.elapsed().as_secs_f64()).ceil() as usize;
     assert!(
-        (20..40).contains(&accepted.len()) && refused > 0,
-        "{} accepted, {refused} refused",
+        accepted.len() >= 20 && accepted.len() <= allowed && refused > 0,
+        "{} accepted (at most {allowed}), {refused} refused",
         accepted.len()
     );
     tokio::time::sleep(Duration::from_millis(1100)).await;
