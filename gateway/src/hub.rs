@@ -64,6 +64,13 @@ pub struct Conn {
     pub expires_at_ms: Option<u64>,
 }
 
+impl Conn {
+    /// How many topics the connection is subscribed to.
+    pub fn topic_count(&self) -> usize {
+        self.topics.lock().len()
+    }
+}
+
 /// Everything needed to register a connection.
 pub struct ConnSpec {
     /// The plugin handling it.
@@ -317,6 +324,25 @@ impl Hub {
     /// Every live connection.
     pub fn all(&self) -> Vec<Arc<Conn>> {
         self.conns.read().values().cloned().collect()
+    }
+
+    /// Up to `limit` live connections (in no particular order) and how many there are in all,
+    /// for the admin page: the copy stays bounded however many connections are open.
+    pub fn sample(&self, limit: usize) -> (usize, Vec<Arc<Conn>>) {
+        let conns = self.conns.read();
+        (conns.len(), conns.values().take(limit).cloned().collect())
+    }
+
+    /// Up to `limit` topic keys with their local member counts (in no particular order) and how
+    /// many topics have local members in all.
+    pub fn topic_sample(&self, limit: usize) -> (usize, Vec<(Arc<str>, usize)>) {
+        let topics = self.topics.read();
+        let list = topics
+            .iter()
+            .take(limit)
+            .map(|(k, m)| (k.clone(), m.len()))
+            .collect();
+        (topics.len(), list)
     }
 
     /// Number of live connections.

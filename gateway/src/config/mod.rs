@@ -110,6 +110,10 @@ pub struct ServerConfig {
     pub max_upgrades_per_s: u32,
     /// Connections whose `on-open` runs at once; more are refused with 503 (0 = no cap).
     pub max_concurrent_opens: usize,
+    /// Serve the built demo pages (`scripts/build-demo`) under `/demo/`.
+    pub demo: bool,
+    /// Where the built demo pages are, relative to the config file's directory.
+    pub demo_dir: PathBuf,
 }
 
 impl Default for ServerConfig {
@@ -123,6 +127,8 @@ impl Default for ServerConfig {
             max_connections_per_ip: 0,
             max_upgrades_per_s: 0,
             max_concurrent_opens: 0,
+            demo: false,
+            demo_dir: PathBuf::from("demo/dist"),
         }
     }
 }

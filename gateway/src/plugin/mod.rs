@@ -14,8 +14,9 @@ mod slot;
 mod timers;
 
 pub use engine::{PluginEngine, load_component};
+pub use host::MAX_TOPIC;
 pub use host::{HostState, conn_info};
-pub use shared::{HostServices, PluginShared};
+pub use shared::{HostServices, PluginShared, split_topic_key};
 pub use slot::{CallError, PluginSlot, PluginStatus, PluginVersion};
 
 /// Bindings generated from `plugin-sdk/wit/plugin.wit`.

@@ -79,3 +79,9 @@ impl PluginShared {
         format!("{}\u{1f}{topic}", self.name)
     }
 }
+
+/// Splits a hub topic key (see [`PluginShared::topic_key`]) into the plugin name and the topic
+/// the plugin knows; a key without a plugin part has an empty plugin name.
+pub fn split_topic_key(key: &str) -> (&str, &str) {
+    key.split_once('\u{1f}').unwrap_or(("", key))
+}

@@ -14,7 +14,9 @@ use hyper::{Request, Response, StatusCode};
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-fn admin_ok(app: &App, req: &Request<Incoming>) -> Result<(), Box<Response<Body>>> {
+/// Checks the admin key (`X-API-Key` or `Authorization: Bearer`); the error is the ready 401,
+/// or 503 when no key is configured.
+pub(super) fn admin_ok(app: &App, req: &Request<Incoming>) -> Result<(), Box<Response<Body>>> {
     let Some(key) = &app.admin_key else {
         return Err(Box::new(error(
             StatusCode::SERVICE_UNAVAILABLE,

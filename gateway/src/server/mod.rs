@@ -1,7 +1,10 @@
 //! The HTTP/1.1 front door: binds the listeners, accepts connections, and dispatches each
-//! request to health and metrics ([`ops`]), a WebSocket upgrade ([`upgrade`]) or a plugin HTTP
-//! route ([`http`]); graceful shutdown lives here too.
+//! request to health and metrics ([`ops`]), the admin page ([`admin`]), the demo pages
+//! ([`demo`]), a WebSocket upgrade ([`upgrade`]) or a plugin HTTP route ([`http`]); graceful
+//! shutdown lives here too.
 
+mod admin;
+mod demo;
 mod http;
 mod ops;
 mod request;
@@ -31,6 +34,7 @@ pub struct Running {
 /// Binds every listener of the live configuration and starts serving.
 pub async fn start(app: Arc<App>) -> std::io::Result<Running> {
     let (stop, stop_rx) = watch::channel(false);
+    demo::check_built(&app.live().config).await;
     let mut addrs = Vec::new();
     for addr in &app.live().config.server.listen {
         let l = listen(*addr)
@@ -127,6 +131,10 @@ async fn handle(
             error(StatusCode::SERVICE_UNAVAILABLE, "shutting down")
         }
         ("GET", "/metrics") if !upgrade => ops::metrics(&app, &live).await,
+        _ if !upgrade && admin::is_admin_path(&path) => admin::handle(&app, &live, req).await,
+        _ if !upgrade && live.config.server.demo && demo::is_demo_path(&path) => {
+            demo::serve(&live.config, req.method(), &path).await
+        }
         _ if upgrade => match live.config.route_for(&path, RouteKind::Websocket) {
             Some(route) => upgrade::websocket(&app, &live, route, remote, req).await,
             None => error(StatusCode::NOT_FOUND, "no WebSocket route here"),
