@@ -1,7 +1,7 @@
 // A room on the unmodified `ably` client, pointed at the gateway's Ably endpoint: publish and
 // subscribe on one channel, and its presence set.
 import * as Ably from 'ably'
-import { $, appendLog, colorFor, fragment, setStatus, showProblem } from './common.js'
+import { $, appendLog, colorFor, fragment, setStatus, showProblem, wsOrigin } from './common.js'
 
 const params = fragment()
 const key = params.get('key')
@@ -47,6 +47,7 @@ const start = () => {
     tls: location.protocol === 'https:',
     fallbackHosts: [],
     disableConnectivityCheck: true,
+    wsConnectivityCheckUrl: `${wsOrigin()}/`,
     transports: ['web_socket'],
     logLevel: 1
   })

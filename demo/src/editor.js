@@ -45,7 +45,9 @@ const start = () => {
   const textarea = $('editor')
   bindTextarea(ytext, textarea)
   let closes = 0
+  let gaveUp = false
   provider.on('status', ({ status }) => {
+    if (gaveUp) return
     if (status === 'connected') {
       closes = 0
       setStatus('connected', 'ok')
@@ -54,9 +56,10 @@ const start = () => {
     }
   })
   provider.on('connection-close', () => {
-    if (++closes >= 5 && !provider.wsconnected) {
+    if (++closes >= 5 && !provider.wsconnected && !gaveUp) {
+      gaveUp = true
       showProblem('The gateway keeps refusing the connection. Is the token a Yjs token (<code>gateway token --sub alice --aud yjs</code>) and not expired?')
-      provider.disconnect()
+      setTimeout(() => provider.disconnect(), 0)
     }
   })
   provider.on('sync', (synced) => {

@@ -52,7 +52,7 @@ export class InteropEnv {
     return env
   }
 
-  constructor ({ name = 'env', mode = 'embedded', storage = 'fs', worker = {}, gateways = 1, wasm, extraToml, s3Endpoint } = {}) {
+  constructor ({ name = 'env', mode = 'embedded', storage = 'fs', worker = {}, gateways = 1, wasm, extraToml, serverToml, s3Endpoint } = {}) {
     this.name = name
     /** s3 only: maps moto's endpoint to the one written into the gateways' [storage]. */
     this.s3EndpointFn = s3Endpoint
@@ -60,6 +60,8 @@ export class InteropEnv {
     this.s3Endpoint = null
     /** Appended to every gateway's config (more plugins and routes). */
     this.extraToml = extraToml
+    /** More `[server]` keys for every gateway (e.g. `demo = true`). */
+    this.serverToml = serverToml
     /** The plugin file the gateways load (default: dist/plugins/yjs_sync.wasm). */
     this.wasm = wasm
     this.mode = mode
@@ -113,6 +115,7 @@ export class InteropEnv {
       worker: this.worker,
       wasm: this.wasm,
       extraToml: this.extraToml,
+      serverToml: this.serverToml,
       jwkFile: this.auth.jwkFile,
       permUrl: this.perm.url
     })

@@ -22,6 +22,7 @@ const LIMITS = '{ max_frame_bytes = 104857600, max_message_bytes = 104857600, qu
  * @param {string} o.jwkFile
  * @param {string} o.permUrl
  * @param {string} [o.extraToml] appended to the config (more plugins and routes)
+ * @param {string} [o.serverToml] more `[server]` keys (e.g. `demo = true`)
  */
 export const gatewayConfig = (o) => {
   const w = { enabled: true, task_debounce_ms: 500, min_message_lifetime_ms: 800, ...(o.worker || {}) }
@@ -30,6 +31,7 @@ export const gatewayConfig = (o) => {
     '[server]',
     `listen = [${q(`127.0.0.1:${o.port}`)}]`,
     `cache_dir = ${q(cacheDir)}`,
+    ...(o.serverToml ? [o.serverToml] : []),
     '',
     '[storage]',
     `kind = ${q(o.storage.kind)}`
