@@ -816,6 +816,11 @@ async fn health_and_metrics() {
 
     let health = gw.health().await;
     assert_eq!(health["status"], json!("ok"), "{health}");
+    assert_eq!(
+        health["version"],
+        json!(env!("CARGO_PKG_VERSION")),
+        "/health names the gateway's version: {health}"
+    );
     assert!(
         health["uptime_seconds"].as_f64().is_some_and(|u| u >= 0.0),
         "{health}"
@@ -845,6 +850,13 @@ async fn health_and_metrics() {
     bob.recv_type("pong").await;
 
     let m = gw.metrics().await;
+    let build = m
+        .samples
+        .iter()
+        .find(|(n, _, _)| n == "gateway_build_info")
+        .unwrap_or_else(|| panic!("gateway_build_info missing:\n{}", m.raw));
+    assert_eq!(build.1["version"], env!("CARGO_PKG_VERSION"), "{}", m.raw);
+    assert_eq!(build.2, 1.0);
     for name in [
         "gateway_connections_open",
         "gateway_connections_total",

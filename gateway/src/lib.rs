@@ -6,6 +6,13 @@
 //! `tests/layering.rs` checks the order).
 #![deny(missing_docs)]
 
+/// The gateway's version (`Cargo.toml`), shown by `gateway --version`, `/health` and the
+/// `gateway_build_info` metric.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// The source commit, when the build set `GATEWAY_GIT_COMMIT` (the container build does).
+pub const COMMIT: Option<&str> = option_env!("GATEWAY_GIT_COMMIT");
+
 // Listeners, routes, upgrades, health and metrics; start and shutdown.
 pub mod server;
 

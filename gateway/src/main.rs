@@ -1,38 +1,30 @@
-//! The `gateway` command: `serve`, `dev`, `worker`, `new-plugin`, `token` and `check`.
+//! The `gateway` command: `serve`, `dev`, `worker`, `token`, `check`, `init` and `new-plugin`,
+//! parsed with clap (every `GATEWAY_*` variable is bound to a flag).
 
 mod cli;
 
-const USAGE: &str = "usage:
-  gateway serve [--config FILE] [--listen ADDR]   run the gateway (default config: plugins.toml)
-  gateway dev [--config FILE] [--listen ADDR]     serve, and rebuild + hot-reload plugins whose sources change
-  gateway new-plugin NAME [--dir PATH] [--sdk PATH]  scaffold a plugin crate (default dir: plugins)
-  gateway token --sub ID [--claim k=v]... [--ttl 1h]  mint an HS256 token with GATEWAY_JWT_SECRET
-  gateway worker [--config FILE]                   run only the stream compaction worker (no listener)
-  gateway check [FILE]                             validate a config file offline
+use clap::Parser;
+use cli::Command;
 
-environment: GATEWAY_CONFIG, GATEWAY_LISTEN, GATEWAY_JWT_SECRET, GATEWAY_ADMIN_KEY, RUST_LOG,
-             GATEWAY_LOG_FORMAT=json (one JSON object per log line)";
-
-fn main() -> anyhow::Result<()> {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let (cmd, rest) = args
-        .split_first()
-        .map(|(c, r)| (c.as_str(), r))
-        .unwrap_or(("", &[]));
-    match cmd {
-        "serve" => cli::serve::run(rest, false),
-        "dev" => cli::serve::run(rest, true),
-        "new-plugin" => cli::new_plugin::run(rest),
-        "token" => cli::token::run(rest),
-        "check" => cli::check::run(rest),
-        "worker" => cli::worker::run(rest),
-        "-h" | "--help" | "help" => {
-            println!("{USAGE}");
-            Ok(())
-        }
-        _ => {
-            eprintln!("{USAGE}");
-            std::process::exit(2)
-        }
+fn main() {
+    let args = cli::Cli::parse();
+    // The long-running commands log what they do; the one-shot ones only what goes wrong.
+    let quiet = !matches!(
+        args.command,
+        Command::Serve(_) | Command::Dev(_) | Command::Worker(_)
+    );
+    cli::init_logs(args.log_format, if quiet { "warn" } else { "info" });
+    let result = match args.command {
+        Command::Serve(a) => cli::serve::run(a, false),
+        Command::Dev(a) => cli::serve::run(a, true),
+        Command::Worker(a) => cli::worker::run(a),
+        Command::Token(a) => cli::token::run(a),
+        Command::Check(a) => cli::check::run(a),
+        Command::Init(a) => cli::init::run(a),
+        Command::NewPlugin(a) => cli::new_plugin::run(a),
+    };
+    if let Err(e) = result {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
     }
 }

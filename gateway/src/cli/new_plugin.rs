@@ -1,8 +1,19 @@
 //! `gateway new-plugin`: writes a small, working plugin crate to start from.
 
-use super::flag;
-use anyhow::Context;
 use std::path::{Path, PathBuf};
+
+/// Flags of `gateway new-plugin`.
+#[derive(Debug, clap::Args)]
+pub struct NewPluginArgs {
+    /// The plugin's name (lower-case letters, digits, `-`, `_`).
+    name: String,
+    /// The folder the crate is made in.
+    #[arg(long, default_value = "plugins", value_name = "PATH")]
+    dir: PathBuf,
+    /// The plugin SDK to depend on (default: the one this gateway was built with).
+    #[arg(long, value_name = "PATH")]
+    sdk: Option<PathBuf>,
+}
 
 /// Why scaffolding failed.
 #[derive(Debug, thiserror::Error)]
@@ -61,18 +72,14 @@ pub fn new_plugin(name: &str, dir: &Path, sdk: &Path) -> Result<PathBuf, Scaffol
     Ok(root)
 }
 
-/// Runs the command: `NAME [--dir PATH] [--sdk PATH]`.
-pub fn run(rest: &[String]) -> anyhow::Result<()> {
-    let name = rest
-        .first()
-        .filter(|n| !n.starts_with("--"))
-        .context("usage: gateway new-plugin NAME [--dir PATH] [--sdk PATH]")?;
-    let dir = PathBuf::from(flag(rest, "--dir")?.unwrap_or("plugins"));
+/// Runs the command.
+pub fn run(args: NewPluginArgs) -> anyhow::Result<()> {
+    let (name, dir) = (&args.name, &args.dir);
     // The SDK this binary was built with, unless told otherwise.
-    let sdk = flag(rest, "--sdk")?
-        .map(PathBuf::from)
+    let sdk = args
+        .sdk
         .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../plugin-sdk")));
-    let root = new_plugin(name, &dir, &sdk)?;
+    let root = new_plugin(name, dir, &sdk)?;
     println!("created {}", root.display());
     println!(
         "build:  (cd {} && cargo build --release --target wasm32-wasip2)",

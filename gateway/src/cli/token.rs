@@ -1,44 +1,129 @@
-//! `gateway token`: mints an HS256 token with `GATEWAY_JWT_SECRET` (a development aid).
+//! `gateway token`: mints a token for one of the config's HMAC auth profiles (a development
+//! and operations aid), following the profile's algorithm, secret, audience and `exp` unit.
 
-use super::flag;
+use super::ConfigArg;
 use anyhow::{Context, bail};
-use gateway::{auth, clock};
+use gateway::clock;
+use gateway::config::{AuthProfile, Config, ExpUnit};
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde_json::Value;
+use std::time::Duration;
 
-fn parse_ttl(s: &str) -> anyhow::Result<u64> {
-    let (num, mult) = match s.chars().last() {
-        Some('s') => (&s[..s.len() - 1], 1),
-        Some('m') => (&s[..s.len() - 1], 60),
-        Some('h') => (&s[..s.len() - 1], 3600),
-        Some('d') => (&s[..s.len() - 1], 86400),
-        _ => (s, 1),
-    };
-    Ok(num
-        .parse::<u64>()
-        .with_context(|| format!("bad --ttl '{s}'"))?
-        * mult)
+/// Flags of `gateway token`.
+#[derive(Debug, clap::Args)]
+pub struct TokenArgs {
+    #[command(flatten)]
+    config: ConfigArg,
+    /// The subject (`sub` claim).
+    #[arg(long, value_name = "ID")]
+    sub: String,
+    /// The auth profile of the config the token is for (`[auth.NAME]`).
+    #[arg(long, default_value = "default", value_name = "NAME")]
+    profile: String,
+    /// The audience, instead of the profile's first.
+    #[arg(long, value_name = "AUD")]
+    aud: Option<String>,
+    /// Lifetime, e.g. `90s`, `15m`, `1h`, `7d`.
+    #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+    ttl: Duration,
+    /// An extra claim; the value is read as JSON when it is JSON (`admin=true`), else as text.
+    /// Repeatable.
+    #[arg(long = "claim", value_name = "K=V", value_parser = parse_claim)]
+    claims: Vec<(String, Value)>,
+    /// The HMAC secret, instead of the profile's `secret_env` variable or `secret`.
+    #[arg(long, value_name = "SECRET")]
+    secret: Option<String>,
 }
 
-/// Runs the command: `--sub ID [--aud AUD] [--claim k=v]... [--ttl 1h]`. The audience is
-/// `gateway` (the shipped `default` profile's) unless `--aud` names another (`yjs`).
-pub fn run(rest: &[String]) -> anyhow::Result<()> {
-    let sub = flag(rest, "--sub")?.context("--sub ID is required")?;
-    let aud = flag(rest, "--aud")?.unwrap_or("gateway");
-    let ttl = parse_ttl(flag(rest, "--ttl")?.unwrap_or("1h"))?;
-    if std::env::var("GATEWAY_JWT_SECRET").map_or(true, |s| s.is_empty()) {
-        bail!(
-            "GATEWAY_JWT_SECRET is not set (without it, `gateway serve` makes an ephemeral secret and prints a dev token)"
+fn parse_claim(s: &str) -> Result<(String, Value), String> {
+    let (k, v) = s
+        .split_once('=')
+        .filter(|(k, _)| !k.is_empty())
+        .ok_or_else(|| format!("'{s}' is not K=V"))?;
+    let v = serde_json::from_str(v).unwrap_or_else(|_| Value::String(v.into()));
+    Ok((k.to_string(), v))
+}
+
+/// The profile `gateway token` uses when there is no config file: the shipped `default`.
+fn builtin_default() -> AuthProfile {
+    toml::from_str(
+        "algorithms = [\"HS256\"]\nsecret_env = \"GATEWAY_JWT_SECRET\"\naudience = [\"gateway\"]",
+    )
+    .expect("the built-in profile parses")
+}
+
+/// The profile named by `--profile`, from the config file (or the built-in default profile
+/// when no config file exists and `default` is asked for).
+fn profile(args: &TokenArgs) -> anyhow::Result<AuthProfile> {
+    let path = &args.config.config;
+    if !path.exists() && args.profile == "default" {
+        eprintln!(
+            "note: {} not found; using the built-in default profile (HS256, GATEWAY_JWT_SECRET, aud gateway)",
+            path.display()
         );
+        return Ok(builtin_default());
     }
-    let now = clock::now_ms() / 1000;
-    let mut claims = serde_json::json!({"sub": sub, "aud": aud, "iat": now, "exp": now + ttl});
-    for (i, a) in rest.iter().enumerate() {
-        if a == "--claim" {
-            let kv = rest.get(i + 1).context("--claim needs k=v")?;
-            let (k, v) = kv.split_once('=').context("--claim needs k=v")?;
-            let v = serde_json::from_str(v).unwrap_or_else(|_| serde_json::Value::String(v.into()));
-            claims[k] = v;
-        }
+    let config = Config::load(path)?;
+    config.auth.get(&args.profile).cloned().with_context(|| {
+        format!(
+            "{}: no auth profile '{}' (profiles: {})",
+            path.display(),
+            args.profile,
+            config.auth.keys().cloned().collect::<Vec<_>>().join(", ")
+        )
+    })
+}
+
+/// Runs the command and prints the token.
+pub fn run(args: TokenArgs) -> anyhow::Result<()> {
+    let p = profile(&args)?;
+    let alg = p
+        .algorithms
+        .iter()
+        .find_map(|a| match a.as_str() {
+            "HS256" => Some(Algorithm::HS256),
+            "HS384" => Some(Algorithm::HS384),
+            "HS512" => Some(Algorithm::HS512),
+            _ => None,
+        })
+        .with_context(|| {
+            format!(
+                "profile '{}' accepts {:?}: `gateway token` mints HMAC (HS*) tokens only; sign with your identity provider's key",
+                args.profile, p.algorithms
+            )
+        })?;
+    let from_env = p
+        .secret_env
+        .as_deref()
+        .and_then(|v| std::env::var(v).ok())
+        .filter(|s| !s.is_empty());
+    let Some(secret) = args.secret.clone().or(from_env).or(p.secret.clone()) else {
+        bail!(
+            "no secret: set {} (the profile's secret_env) or pass --secret (without a secret, `gateway serve --dev` makes an ephemeral one and prints a dev token)",
+            p.secret_env
+                .as_deref()
+                .unwrap_or("the profile's secret_env")
+        );
+    };
+    let (now, ttl) = match p.exp_unit {
+        ExpUnit::Seconds => (clock::now_ms() / 1000, args.ttl.as_secs()),
+        ExpUnit::Milliseconds => (clock::now_ms(), args.ttl.as_millis() as u64),
+    };
+    let mut claims = serde_json::json!({"sub": args.sub, "iat": now, "exp": now + ttl});
+    if let Some(aud) = args.aud.as_ref().or(p.audience.first()) {
+        claims["aud"] = Value::String(aud.clone());
     }
-    println!("{}", auth::mint_hs256(&auth::default_secret(), &claims)?);
+    if let Some(iss) = &p.issuer {
+        claims["iss"] = Value::String(iss.clone());
+    }
+    for (k, v) in args.claims {
+        claims[k] = v;
+    }
+    let token = jsonwebtoken::encode(
+        &Header::new(alg),
+        &claims,
+        &EncodingKey::from_secret(secret.as_bytes()),
+    )?;
+    println!("{token}");
     Ok(())
 }

@@ -1,13 +1,19 @@
 //! `gateway worker`: the compaction worker alone, on the configured streams and storage.
 
-use super::{config_path, flag, init_logs, shutdown_signal};
+use super::{ConfigArg, shutdown_signal};
 use anyhow::bail;
 use gateway::config::Config;
 
+/// Flags of `gateway worker`.
+#[derive(Debug, clap::Args)]
+pub struct WorkerArgs {
+    #[command(flatten)]
+    config: ConfigArg,
+}
+
 /// Runs the worker until SIGTERM or SIGINT; refuses a config without `[redis]`.
-pub fn run(rest: &[String]) -> anyhow::Result<()> {
-    init_logs();
-    let path = config_path(flag(rest, "--config")?);
+pub fn run(args: WorkerArgs) -> anyhow::Result<()> {
+    let path = args.config.config;
     let config = Config::load(&path)?;
     if config.redis.is_none() {
         bail!(

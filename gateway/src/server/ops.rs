@@ -46,6 +46,8 @@ pub async fn health(app: &App, live: &Live) -> Response<Body> {
         StatusCode::OK,
         serde_json::json!({
             "status": if live.plugins.values().any(|p| p.is_disabled()) { "degraded" } else { "ok" },
+            "version": crate::VERSION,
+            "commit": crate::COMMIT,
             "uptime_seconds": app.started.elapsed().as_secs(),
             "config": app.config_status(),
             "connections": app.hub.len(),
@@ -71,6 +73,12 @@ pub async fn metrics(app: &App, live: &Live) -> Response<Body> {
         live.plugins
             .iter()
             .map(|(n, s)| (n.as_str(), &s.shared.metrics, s.is_disabled())),
+    );
+    let _ = writeln!(
+        text,
+        "# HELP gateway_build_info The gateway's version and commit (always 1).\n# TYPE gateway_build_info gauge\ngateway_build_info{{version=\"{}\",commit=\"{}\"}} 1",
+        crate::VERSION,
+        crate::COMMIT.unwrap_or("unknown")
     );
     let b = &app.backends;
     let st = b.streams.stats(&b.prefixes).await;
