@@ -18,7 +18,7 @@ pub const PREFIX: &str = "/demo";
 const MAX_FILE_BYTES: u64 = 16 << 20;
 
 /// What to tell someone who enabled the pages without building them.
-const NOT_BUILT: &str = "demo pages not built: run scripts/build-demo";
+const NOT_BUILT: &str = "the demo pages are not built: run scripts/build-demo";
 
 /// Whether `path` is one of the demo pages' URLs.
 pub fn is_demo_path(path: &str) -> bool {
@@ -40,7 +40,7 @@ pub async fn check_built(config: &Config) {
         .await
         .is_ok_and(|m| m.is_file())
     {
-        tracing::warn!(dir = %dir.display(), "[server] demo = true but the {NOT_BUILT}");
+        tracing::warn!(dir = %dir.display(), "[server] demo = true, but {NOT_BUILT}");
     }
 }
 
@@ -191,6 +191,30 @@ mod tests {
         assert_eq!(content_type(Path::new("x.png")), "image/png");
         assert_eq!(content_type(Path::new("x.svg")), "image/svg+xml");
         assert_eq!(content_type(Path::new("x")), "application/octet-stream");
+    }
+
+    #[tokio::test]
+    async fn pages_not_built_answer_404_with_the_hint() {
+        let cfg = Config::parse(
+            "[server]\ndemo = true\ndemo_dir = \"no-such-dir\"\n",
+            "p.toml",
+            Path::new("/nonexistent"),
+        )
+        .unwrap();
+        let r = serve(&cfg, &Method::GET, "/demo/").await;
+        assert_eq!(r.status(), StatusCode::NOT_FOUND);
+        let body = http_body_util::BodyExt::collect(r.into_body())
+            .await
+            .unwrap()
+            .to_bytes();
+        assert!(
+            String::from_utf8_lossy(&body).contains("scripts/build-demo"),
+            "{body:?}"
+        );
+        let r = serve(&cfg, &Method::POST, "/demo/").await;
+        assert_eq!(r.status(), StatusCode::METHOD_NOT_ALLOWED);
+        let r = serve(&cfg, &Method::GET, "/demo").await;
+        assert_eq!(r.status(), StatusCode::PERMANENT_REDIRECT);
     }
 
     #[tokio::test]
