@@ -1,16 +1,17 @@
-//! `gateway new-plugin`: the scaffolded crate builds for wasm32-wasip2 as it is, loads in a
-//! gateway and does what its template says (greets, echoes, `/all` fans out).
+//! The plugin dev loop: `gateway new-plugin demo` makes a crate and adds it to the config,
+//! `gateway dev` builds it and serves it with no edits, and a saved change to its source is
+//! rebuilt and hot-reloaded while a connection stays open. The plugin does what its template
+//! says (greets, echoes, `/all` fans out, answers HTTP).
 //!
-//! The build compiles wit-bindgen on a cold cache: it is bounded by [`BUILD_TIMEOUT`], not by
-//! the usual event timeout. `CARGO_TARGET_DIR` is inherited, so the build shares its cache.
+//! The first build compiles wit-bindgen on a cold cache: it is bounded by [`BUILD_TIMEOUT`],
+//! not by the usual event timeout. `CARGO_TARGET_DIR` is inherited, so builds share its cache.
 
 mod support;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
 use support::*;
 
 /// Upper bound for building the scaffolded plugin (cold dependency cache included).
@@ -54,126 +55,139 @@ fn run_bounded(
     }
 }
 
-/// The `.wasm` that cargo reports for the `demo` target in its JSON messages.
-fn wasm_artifact(json_lines: &str, target_name: &str) -> Option<PathBuf> {
-    json_lines
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .filter(|m| {
-            m["reason"] == "compiler-artifact" && m["target"]["name"].as_str() == Some(target_name)
-        })
-        .flat_map(|m| {
-            m["filenames"]
-                .as_array()
-                .cloned()
-                .unwrap_or_default()
-                .into_iter()
-        })
-        .filter_map(|f| f.as_str().map(PathBuf::from))
-        .find(|f| f.extension().is_some_and(|e| e == "wasm"))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn new_plugin_builds_and_answers() {
+async fn new_plugin_is_built_served_and_reloaded_by_dev() {
     let work = unique_temp_dir("scaffold");
+    let config = work.join("gateway.toml");
+    // A config with one plugin that has no source crate: `dev` says it cannot watch it.
+    std::fs::write(
+        &config,
+        format!(
+            "[plugins.echo]\nwasm = {:?}\n\n[[routes]]\npath = \"/echo\"\nkind = \"websocket\"\nplugin = \"echo\"\n",
+            plugin_wasm("echo").display().to_string()
+        ),
+    )
+    .unwrap();
 
-    // Scaffold.
+    // Scaffold, registering it in the config.
     let mut cmd = Command::new(gateway_bin());
-    cmd.arg("new-plugin").arg("demo").arg("--dir").arg(&work);
+    cmd.current_dir(&work).args([
+        "new-plugin",
+        "demo",
+        "--dir",
+        "plugins",
+        "--config",
+        "gateway.toml",
+    ]);
     let (ok, stdout, stderr) = run_bounded(cmd, &work, "new-plugin", TIMEOUT);
     assert!(
         ok,
         "gateway new-plugin failed\nstdout:\n{stdout}\nstderr:\n{stderr}"
     );
-    let crate_dir = work.join("demo");
-    for f in ["Cargo.toml", "src/lib.rs", "README.md"] {
+    let crate_dir = work.join("plugins/demo");
+    for f in ["Cargo.toml", "Cargo.lock", "src/lib.rs", "README.md"] {
         assert!(
             crate_dir.join(f).is_file(),
-            "new-plugin must create demo/{f}"
+            "new-plugin must create plugins/demo/{f}"
         );
     }
-    let manifest = std::fs::read_to_string(crate_dir.join("Cargo.toml")).expect("read Cargo.toml");
-    let sdk = std::fs::canonicalize(repo_root().join("plugin-sdk")).expect("plugin-sdk dir");
+    let manifest = std::fs::read_to_string(crate_dir.join("Cargo.toml")).unwrap();
     assert!(
-        manifest.contains(&sdk.display().to_string()),
-        "the crate must depend on the repo's plugin-sdk ({}) by absolute path:\n{manifest}",
-        sdk.display()
+        manifest.contains("[profile.plugin]") && manifest.contains("[workspace]"),
+        "its own workspace with the plugin profile:\n{manifest}"
     );
+    let text = std::fs::read_to_string(&config).unwrap();
     assert!(
-        manifest.contains("[workspace]"),
-        "the crate is its own workspace:\n{manifest}"
+        text.contains("crate = \"plugins/demo\"") && text.contains("path = \"/plugins/demo\""),
+        "the plugin and its routes are in the config:\n{text}"
     );
-
-    // Build it as its README says (inheriting CARGO_TARGET_DIR, if set).
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let mut cmd = Command::new(cargo);
-    cmd.args([
-        "build",
-        "--release",
-        "--target",
-        "wasm32-wasip2",
-        "--message-format=json-render-diagnostics",
-    ])
-    .current_dir(&crate_dir);
-    let (ok, stdout, stderr) = run_bounded(cmd, &work, "cargo-build", BUILD_TIMEOUT);
+    // A second scaffold of the same name is refused before anything is written.
+    let mut cmd = Command::new(gateway_bin());
+    cmd.current_dir(&work).args([
+        "new-plugin",
+        "demo",
+        "--dir",
+        "elsewhere",
+        "--config",
+        "gateway.toml",
+    ]);
+    let (ok, _, stderr) = run_bounded(cmd, &work, "new-plugin-again", TIMEOUT);
     assert!(
-        ok,
-        "building the scaffolded plugin failed\nstderr:\n{stderr}"
+        !ok && stderr.contains("already has [plugins.demo]"),
+        "{stderr}"
     );
-    let wasm = wasm_artifact(&stdout, "demo").unwrap_or_else(|| {
-        let target = std::env::var_os("CARGO_TARGET_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| crate_dir.join("target"));
-        target.join("wasm32-wasip2/release/demo.wasm")
-    });
+    assert!(!work.join("elsewhere").exists());
+
+    // `gateway dev` on that config as it is: builds the crate, then serves it.
+    let started = Instant::now();
+    let gw = GatewayBuilder::new(text)
+        .in_dir(&work)
+        .dev()
+        .startup_timeout(BUILD_TIMEOUT)
+        .start();
+    eprintln!(
+        "DEV first build + start: {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    let logs = gw.logs();
     assert!(
-        wasm.is_file(),
-        "the build reported no wasm at {}\nstderr:\n{stderr}",
-        wasm.display()
+        logs.contains("plugin 'echo' has no source crate to watch"),
+        "dev warns about the plugin it cannot watch:\n{logs}"
     );
 
-    // Load a copy (the shared target dir may be rebuilt by others) and talk to it.
-    let gw = GatewayBuilder::new(
-        r#"
-[plugins.demo]
-wasm = "@DIR@/demo.wasm"
-max_instances = 2
-memory_limit_mb = 32
-
-[[routes]]
-path = "/demo"
-kind = "websocket"
-plugin = "demo"
-origins = ["*"]
-
-[[routes]]
-path = "/demo-info"
-kind = "http"
-plugin = "demo"
-"#,
-    )
-    .file("demo.wasm", &wasm)
-    .start();
-
-    let mut a = gw.ws("/demo").await;
+    let mut a = gw.ws("/plugins/demo").await;
     assert_eq!(a.recv_text().await, "welcome to demo");
     a.send_text("echo me").await;
     assert_eq!(a.recv_text().await, "echo me");
     a.send_binary(&[7, 0, 255]).await;
     assert_eq!(a.recv().await, WsEvent::Binary(vec![7, 0, 255]));
-
-    let mut b = gw.ws("/demo").await;
+    let mut b = gw.ws("/plugins/demo").await;
     assert_eq!(b.recv_text().await, "welcome to demo");
     a.send_text("/all hi").await;
     assert_eq!(a.recv_text().await, "hi", "the sender gets its /all too");
     assert_eq!(b.recv_text().await, "hi", "/all reaches the second client");
-    b.send_text("just b").await;
-    assert_eq!(b.recv_text().await, "just b");
-
-    let r = gw.get("/demo-info").await;
+    let r = gw.get("/plugins/demo/info").await;
     assert_eq!(r.status, 200, "{}", r.text());
-    assert_eq!(r.json(), Value::from("demo: 2 connections"));
+    assert_eq!(r.json(), serde_json::Value::from("demo: 2 connections"));
 
+    // Save a change: dev rebuilds and the gateway reloads it; `a` stays connected.
+    let lib = crate_dir.join("src/lib.rs");
+    let source = std::fs::read_to_string(&lib).unwrap();
+    let changed = source.replace("welcome to demo", "welcome to demo v2");
+    assert_ne!(
+        source, changed,
+        "the template greets with 'welcome to demo'"
+    );
+    let saved = Instant::now();
+    std::fs::write(&lib, changed).unwrap();
+    let greeting = gw
+        .poll_until("the rebuilt plugin to greet", BUILD_TIMEOUT, || async {
+            let mut c = gw.ws("/plugins/demo").await;
+            let g = c.recv_text().await;
+            (g == "welcome to demo v2").then_some(g)
+        })
+        .await;
+    eprintln!(
+        "DEV save -> new version serving: {:.1} s",
+        saved.elapsed().as_secs_f64()
+    );
+    assert_eq!(greeting, "welcome to demo v2");
+    a.send_text("still here").await;
+    assert_eq!(
+        a.recv_text().await,
+        "still here",
+        "a connection opened before the reload keeps working"
+    );
+    let logs = gw.logs();
+    assert!(logs.contains("rebuilt; reloading"), "{logs}");
+
+    // A change that does not compile leaves the running version serving.
+    std::fs::write(&lib, "this is not rust").unwrap();
+    gw.poll_until("dev to report the failed build", BUILD_TIMEOUT, || async {
+        gw.logs().contains("build failed").then_some(())
+    })
+    .await;
+    let mut c = gw.ws("/plugins/demo").await;
+    assert_eq!(c.recv_text().await, "welcome to demo v2");
     drop(gw);
-    let _ = std::fs::remove_dir_all(&work);
 }

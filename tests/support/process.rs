@@ -2,7 +2,7 @@
 
 use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, mpsc as std_mpsc};
@@ -21,6 +21,9 @@ pub struct GatewayBuilder {
     jwt_secret: String,
     listeners: usize,
     files: Vec<(String, PathBuf)>,
+    command: &'static str,
+    startup_timeout: Duration,
+    dir: Option<PathBuf>,
 }
 
 impl GatewayBuilder {
@@ -40,6 +43,9 @@ impl GatewayBuilder {
             ),
             listeners: 1,
             files: Vec::new(),
+            command: "serve",
+            startup_timeout: STARTUP_TIMEOUT,
+            dir: None,
         }
     }
 
@@ -74,6 +80,25 @@ impl GatewayBuilder {
         self
     }
 
+    /// Runs `gateway dev` instead of `gateway serve`.
+    pub fn dev(mut self) -> Self {
+        self.command = "dev";
+        self
+    }
+
+    /// How long to wait for the listening lines (`dev` builds stale plugins first).
+    pub fn startup_timeout(mut self, t: Duration) -> Self {
+        self.startup_timeout = t;
+        self
+    }
+
+    /// Uses `dir` (which may hold files the config names by relative path) as the gateway's
+    /// directory instead of a fresh one; it is removed with the gateway like a fresh one.
+    pub fn in_dir(mut self, dir: &Path) -> Self {
+        self.dir = Some(dir.to_path_buf());
+        self
+    }
+
     /// Spawns the gateway and waits (bounded) until it prints its listening lines.
     pub fn start(self) -> Gateway {
         let bin = gateway_bin();
@@ -96,7 +121,7 @@ impl GatewayBuilder {
                 );
             }
         }
-        let dir = unique_temp_dir("gw");
+        let dir = self.dir.clone().unwrap_or_else(|| unique_temp_dir("gw"));
         for (name, source) in &self.files {
             std::fs::copy(source, dir.join(name))
                 .unwrap_or_else(|e| panic!("copy {} into the gateway dir: {e}", source.display()));
@@ -106,7 +131,7 @@ impl GatewayBuilder {
         std::fs::write(&config_path, &rendered).expect("write config");
 
         let mut cmd = Command::new(&bin);
-        cmd.arg("serve")
+        cmd.arg(self.command)
             .arg("--config")
             .arg(&config_path)
             .arg("--listen")
@@ -174,7 +199,7 @@ impl GatewayBuilder {
             admin_key: self.admin_key,
         };
 
-        let deadline = Instant::now() + STARTUP_TIMEOUT;
+        let deadline = Instant::now() + self.startup_timeout;
         while gateway.addrs.len() < self.listeners {
             let left = deadline.saturating_duration_since(Instant::now());
             match line_rx.recv_timeout(left) {
@@ -186,7 +211,7 @@ impl GatewayBuilder {
                 Err(std_mpsc::RecvTimeoutError::Timeout) => panic!(
                     "gateway did not print {} listening line(s) within {:?}\nconfig:\n{}\nlog:\n{}",
                     self.listeners,
-                    STARTUP_TIMEOUT,
+                    self.startup_timeout,
                     rendered,
                     gateway.logs()
                 ),

@@ -6,7 +6,6 @@ use gateway::app::App;
 use gateway::config::{Config, RouteKind};
 use gateway::{auth, clock, server};
 use std::net::SocketAddr;
-use std::path::PathBuf;
 
 /// Flags of `gateway serve` and `gateway dev`.
 #[derive(Debug, clap::Args)]
@@ -61,6 +60,8 @@ pub fn run(args: ServeArgs, dev: bool) -> anyhow::Result<()> {
         Ok(n) => tracing::debug!(nofile = n, "file descriptor limit"),
         Err(e) => tracing::warn!("could not raise the file descriptor limit: {e}"),
     }
+    // `dev` builds what is stale first, so the gateway starts on the current sources.
+    let crates = dev.then(|| super::dev::prepare(&config));
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -85,12 +86,8 @@ pub fn run(args: ServeArgs, dev: bool) -> anyhow::Result<()> {
         }
         let running = server::start(app.clone()).await?;
         app.spawn_watcher()?;
-        if dev {
-            let workspace = std::fs::canonicalize(&path)?
-                .parent()
-                .map(PathBuf::from)
-                .unwrap_or_else(|| PathBuf::from("."));
-            super::dev::spawn(&app, workspace)?;
+        if let Some(crates) = crates {
+            super::dev::spawn(&app, crates)?;
         }
         for a in &running.addrs {
             println!("gateway listening on {a}");

@@ -39,6 +39,11 @@ pub struct PluginConfig {
     /// gives it the whole store, e.g. to read the rooms the y-redis compaction worker stores.
     #[serde(default)]
     pub storage_root: Option<String>,
+    /// The plugin's source crate (a folder with a `Cargo.toml`, relative to the config): `gateway
+    /// dev` rebuilds it when its sources change and installs the result at `wasm`. `serve`
+    /// ignores it.
+    #[serde(default, rename = "crate")]
+    pub source_crate: Option<PathBuf>,
 }
 
 fn default_instances() -> u32 {
