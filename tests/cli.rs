@@ -10,7 +10,7 @@ use std::process::{Command, Output};
 use support::*;
 
 /// Every subcommand of the binary.
-const COMMANDS: [&str; 7] = [
+const COMMANDS: [&str; 8] = [
     "serve",
     "dev",
     "worker",
@@ -18,6 +18,7 @@ const COMMANDS: [&str; 7] = [
     "check",
     "init",
     "new-plugin",
+    "client",
 ];
 
 fn gateway(args: &[&str], cwd: &Path) -> Output {

@@ -1,4 +1,4 @@
-//! The `gateway` command: `serve`, `dev`, `worker`, `token`, `check`, `init` and `new-plugin`,
+//! The `gateway` command: `serve`, `dev`, `worker`, `token`, `check`, `init`, `new-plugin` and `client`,
 //! parsed with clap (every `GATEWAY_*` variable is bound to a flag).
 
 mod cli;
@@ -22,6 +22,7 @@ fn main() {
         Command::Check(a) => cli::check::run(a),
         Command::Init(a) => cli::init::run(a),
         Command::NewPlugin(a) => cli::new_plugin::run(a),
+        Command::Client(a) => cli::client::run(a),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

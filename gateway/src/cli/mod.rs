@@ -2,6 +2,7 @@
 //! definitions of the command line, logging and the shutdown signal.
 
 pub mod check;
+pub mod client;
 pub mod dev;
 pub mod init;
 pub mod new_plugin;
@@ -66,6 +67,8 @@ pub enum Command {
     Init(init::InitArgs),
     /// Scaffold a plugin crate that `gateway dev` builds and reloads.
     NewPlugin(new_plugin::NewPluginArgs),
+    /// An interactive terminal client for the chat protocol.
+    Client(client::ClientArgs),
 }
 
 /// The `--config` flag the commands share.

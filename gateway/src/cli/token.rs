@@ -52,10 +52,29 @@ fn builtin_default() -> AuthProfile {
     .expect("the built-in profile parses")
 }
 
+/// What a token is minted from; `gateway token` and `gateway client --sub` fill it.
+#[derive(Debug, Clone)]
+pub struct Mint {
+    /// The config holding the profile.
+    pub config: std::path::PathBuf,
+    /// The profile's name.
+    pub profile: String,
+    /// The subject.
+    pub sub: String,
+    /// The audience, instead of the profile's first.
+    pub aud: Option<String>,
+    /// Lifetime.
+    pub ttl: Duration,
+    /// Extra claims.
+    pub claims: Vec<(String, Value)>,
+    /// The secret, instead of the profile's.
+    pub secret: Option<String>,
+}
+
 /// The profile named by `--profile`, from the config file (or the built-in default profile
 /// when no config file exists and `default` is asked for).
-fn profile(args: &TokenArgs) -> anyhow::Result<AuthProfile> {
-    let path = &args.config.config;
+fn profile(args: &Mint) -> anyhow::Result<AuthProfile> {
+    let path = &args.config;
     if !path.exists() && args.profile == "default" {
         eprintln!(
             "note: {} not found; using the built-in default profile (HS256, GATEWAY_JWT_SECRET, aud gateway)",
@@ -76,6 +95,21 @@ fn profile(args: &TokenArgs) -> anyhow::Result<AuthProfile> {
 
 /// Runs the command and prints the token.
 pub fn run(args: TokenArgs) -> anyhow::Result<()> {
+    let token = mint(Mint {
+        config: args.config.config,
+        profile: args.profile,
+        sub: args.sub,
+        aud: args.aud,
+        ttl: args.ttl,
+        claims: args.claims,
+        secret: args.secret,
+    })?;
+    println!("{token}");
+    Ok(())
+}
+
+/// Mints a token following the profile's algorithm, secret, audience, issuer and `exp` unit.
+pub fn mint(args: Mint) -> anyhow::Result<String> {
     let p = profile(&args)?;
     let alg = p
         .algorithms
@@ -119,11 +153,9 @@ pub fn run(args: TokenArgs) -> anyhow::Result<()> {
     for (k, v) in args.claims {
         claims[k] = v;
     }
-    let token = jsonwebtoken::encode(
+    Ok(jsonwebtoken::encode(
         &Header::new(alg),
         &claims,
         &EncodingKey::from_secret(secret.as_bytes()),
-    )?;
-    println!("{token}");
-    Ok(())
+    )?)
 }
