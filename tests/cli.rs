@@ -96,6 +96,7 @@ fn every_command_has_its_own_help_and_the_version() {
         "GATEWAY_ADMIN_KEY",
         "GATEWAY_JWT_SECRET",
         "GATEWAY_LOG_FORMAT",
+        "GATEWAY_ABLY_KEYS",
     ] {
         assert!(help.contains(var), "serve --help names {var}:\n{help}");
     }

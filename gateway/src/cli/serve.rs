@@ -34,6 +34,15 @@ pub struct ServeArgs {
         value_name = "SECRET"
     )]
     jwt_secret: Option<String>,
+    /// API keys of Ably clients, comma-separated `appId.keyId:secret` (read by the ably-rooms
+    /// plugin through its `env` list).
+    #[arg(
+        long,
+        env = "GATEWAY_ABLY_KEYS",
+        hide_env_values = true,
+        value_name = "KEYS"
+    )]
+    ably_keys: Option<String>,
 }
 
 /// Runs the gateway until a signal; with `dev`, also rebuilds plugins whose sources change.
@@ -53,6 +62,9 @@ pub fn run(args: ServeArgs, dev: bool) -> anyhow::Result<()> {
         }
         if let Some(s) = &args.jwt_secret {
             std::env::set_var("GATEWAY_JWT_SECRET", s);
+        }
+        if let Some(k) = &args.ably_keys {
+            std::env::set_var("GATEWAY_ABLY_KEYS", k);
         }
     }
     // Every connection is a file descriptor: use the whole hard limit.
