@@ -14,14 +14,17 @@ RUN if command -v rustup >/dev/null; then rustup target add wasm32-wasip2; fi
 WORKDIR /src
 COPY . .
 # The target dir and the crate downloads are cache mounts, so a rebuild after a source change
-# recompiles only what changed. Outputs are copied out of the cache mount into /out; the binary
+# recompiles only what changed (container/stable-mtimes makes cargo see changes by content, not
+# by the context's mtimes). Outputs are copied out of the cache mount into /out; the binary
 # loses its line tables (about 150 MB of the release profile's debuginfo), backtraces keep names.
 ENV CARGO_TARGET_DIR=/cache/target
 RUN --mount=type=cache,id=gateway-target,target=/cache/target,sharing=locked \
     --mount=type=cache,id=gateway-cargo-registry,target=/usr/local/cargo/registry,sharing=locked \
     set -eu; \
+    container/stable-mtimes prepare /src /cache/target/.src.sha256; \
     cargo build --release --locked -p gateway; \
     scripts/build-plugins; \
+    container/stable-mtimes save /src /cache/target/.src.sha256; \
     mkdir -p /out/bin /out/app/dist/plugins; \
     cp "$CARGO_TARGET_DIR/release/gateway" /out/bin/gateway; \
     strip --strip-debug /out/bin/gateway; \
