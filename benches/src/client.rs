@@ -103,11 +103,27 @@ pub struct Conn {
     pub writer: Writer,
 }
 
+/// How many loopback source addresses connections are spread over (127.0.0.1, .2, ...): one
+/// address has ~28,000 ephemeral ports towards one server port.
+pub static SOURCES: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(1);
+
+static NEXT_SOURCE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+async fn tcp_connect(addr: std::net::SocketAddr) -> std::io::Result<TcpStream> {
+    use std::sync::atomic::Ordering::Relaxed;
+    let sources = SOURCES.load(Relaxed).max(1) as usize;
+    if sources == 1 {
+        return TcpStream::connect(addr).await;
+    }
+    let n = NEXT_SOURCE.fetch_add(1, Relaxed) % sources;
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.bind(std::net::SocketAddr::from(([127, 0, 0, 1 + n as u8], 0)))?;
+    socket.connect(addr).await
+}
+
 /// Opens a WebSocket to `target`, passing `token` as the `token` query parameter.
 pub async fn connect(target: &Target, token: Option<&str>) -> Result<Conn, ConnectError> {
-    let tcp = TcpStream::connect(target.addr)
-        .await
-        .map_err(ConnectError::Tcp)?;
+    let tcp = tcp_connect(target.addr).await.map_err(ConnectError::Tcp)?;
     let _ = tcp.set_nodelay(true);
     let req = Request::get(target.with_token(token))
         .header(HOST, target.host.as_str())

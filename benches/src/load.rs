@@ -24,6 +24,7 @@ fn run() -> anyhow::Result<()> {
             args.conns
         );
     }
+    gateway_benches::client::SOURCES.store(args.sources, std::sync::atomic::Ordering::Relaxed);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(args.threads)
         .enable_all()

@@ -108,6 +108,8 @@ pub struct Args {
     pub ping: bool,
     /// Distinct chat users (connections share users round-robin); default one per connection.
     pub users: Option<usize>,
+    /// Loopback source addresses to spread connections over (127.0.0.1 .. 127.0.0.N).
+    pub sources: u8,
 }
 
 /// Help text.
@@ -130,7 +132,8 @@ usage: load <storm|throughput|sustained|fanout|idle> [options]
   --size BYTES         payload size (100)
   --timeout S          hard limit for the whole run (60)
   --threads T          tokio worker threads of the load tool (default: number of CPUs)
-  --server-pid PID     server process for idle's RSS readings
+  --server-pid PID     server process: idle reads its RSS and CPU, fanout its CPU per delivery
+  --sources N          spread connections over source addresses 127.0.0.1..N (1; ~28k ports each)
   --users U            distinct chat users (default: one per connection)
   --ping               idle: each connection sends one ping and waits for the pong first";
 
@@ -188,6 +191,7 @@ pub fn parse(argv: impl IntoIterator<Item = String>) -> anyhow::Result<Args> {
         timeout: 60.0,
         threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
         server_pid: None,
+        sources: 1,
         users: None,
         ping: false,
     };
@@ -216,6 +220,13 @@ pub fn parse(argv: impl IntoIterator<Item = String>) -> anyhow::Result<Args> {
             "timeout" => args.timeout = v.parse().with_context(bad)?,
             "threads" => args.threads = v.parse().with_context(bad)?,
             "server-pid" => args.server_pid = Some(v.parse().with_context(bad)?),
+            "sources" => {
+                args.sources = v.parse().with_context(bad)?;
+                anyhow::ensure!(
+                    (1..=254).contains(&args.sources),
+                    "--sources must be 1..254"
+                );
+            }
             "ping" => args.ping = v.parse().with_context(bad)?,
             "users" => args.users = Some(v.parse().with_context(bad)?),
             other => bail!("unknown option --{other}\n{USAGE}"),

@@ -40,10 +40,43 @@ fn read_rss(path: &str) -> Option<u64> {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
+/// CPU time (user + system) process `pid` has used, in seconds, from `/proc/<pid>/stat`.
+pub fn cpu_seconds(pid: u32) -> Option<f64> {
+    read_cpu(&format!("/proc/{pid}/stat"))
+}
+
+/// CPU time (user + system) this process has used, in seconds.
+pub fn self_cpu_seconds() -> Option<f64> {
+    read_cpu("/proc/self/stat")
+}
+
+fn read_cpu(path: &str) -> Option<f64> {
+    let stat = std::fs::read_to_string(path).ok()?;
+    // Fields after the command name (which may hold spaces) start at ')'; utime and stime are
+    // fields 14 and 15 of the line, so 12 and 13 after it.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+    // SAFETY: sysconf only reads a system constant.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    (hz > 0).then(|| ticks as f64 / hz as f64)
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
     fn reads_own_rss() {
         assert!(super::self_rss_kib().unwrap() > 0);
+    }
+
+    #[test]
+    fn reads_own_cpu() {
+        let before = super::self_cpu_seconds().unwrap();
+        let mut x = 0u64;
+        for i in 0..50_000_000u64 {
+            x = x.wrapping_mul(31).wrapping_add(i);
+        }
+        std::hint::black_box(x);
+        assert!(super::self_cpu_seconds().unwrap() >= before);
     }
 }

@@ -17,6 +17,7 @@ use crate::loadgen::payload::MessageBuilder;
 use crate::loadgen::progress;
 use crate::loadgen::report::{Report, per_sec, r3};
 use crate::loadgen::session::{Shared, send_loop};
+use crate::loadgen::sys::{cpu_seconds, self_cpu_seconds};
 
 /// How long deliveries may stall before the run ends.
 const QUIET: Duration = Duration::from_secs(2);
@@ -56,6 +57,9 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<Report> {
     ));
 
     shared.expect.store(a.messages, Relaxed);
+    // CPU of the server and of this tool over the publish and delivery, so the cost per
+    // delivery does not depend on how fast the tool can read.
+    let cpu_before = (a.server_pid.and_then(cpu_seconds), self_cpu_seconds());
     let pacer = Pacer::new(Instant::now(), a.rate, a.burst);
     let builder = MessageBuilder::new(a.mode, a.size, 0xF00D);
     let sent = send_loop(
@@ -68,6 +72,7 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<Report> {
     )
     .await;
     wait_delivery(&shared, subs, QUIET, ctx.deadline).await;
+    let cpu_after = (a.server_pid.and_then(cpu_seconds), self_cpu_seconds());
 
     let stats = finish(opened.peers, &shared).await;
     finish(vec![publisher], &pub_shared).await;
@@ -84,8 +89,19 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<Report> {
     let deliveries_per_s = per_sec(totals.stamped, window);
     let publish_window = ns_window(sent.first_ns, sent.last_ns);
     let publish_rate = per_sec(sent.sent, publish_window);
+    let used = |b: Option<f64>, a: Option<f64>| b.zip(a).map(|(b, a)| a - b);
+    let server_cpu = used(cpu_before.0, cpu_after.0);
+    let load_cpu = used(cpu_before.1, cpu_after.1);
+    let per_delivery_us = |cpu: Option<f64>| {
+        cpu.filter(|_| totals.stamped > 0)
+            .map(|c| r3(c * 1e6 / totals.stamped as f64))
+    };
     let results = json!({
         "subscribers": subs,
+        "server_cpu_s": server_cpu.map(r3),
+        "server_cpu_us_per_delivery": per_delivery_us(server_cpu),
+        "load_cpu_s": load_cpu.map(r3),
+        "load_cpu_us_per_delivery": per_delivery_us(load_cpu),
         "connect_failures": counts_json(&opened.failures),
         "settled": settled,
         "presence_frames_before_publish": noise_frames,
@@ -102,7 +118,7 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<Report> {
         "subscribers_lost": counts_json(&totals.lost),
     });
     let summary = format!(
-        "fanout {}: 1 -> {subs}, {} msgs at {:.0} msg/s -> {} / {expected} delivered ({:.3}%), {:.0} deliveries/s, latency p50 {:.2} ms p99 {:.2} ms max {:.2} ms, {} subscribers lost",
+        "fanout {}: 1 -> {subs}, {} msgs at {:.0} msg/s -> {} / {expected} delivered ({:.3}%), {:.0} deliveries/s, latency p50 {:.2} ms p99 {:.2} ms max {:.2} ms, {} subscribers lost; CPU per delivery: server {} us, load tool {} us",
         a.mode.name(),
         sent.sent,
         publish_rate,
@@ -112,7 +128,9 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<Report> {
         lat.p50_ms,
         lat.p99_ms,
         lat.max_ms,
-        totals.lost_count()
+        totals.lost_count(),
+        per_delivery_us(server_cpu).map_or("n/a".into(), |v| format!("{v:.3}")),
+        per_delivery_us(load_cpu).map_or("n/a".into(), |v| format!("{v:.3}")),
     );
     Ok(Report::new(ctx, results, summary))
 }

@@ -14,7 +14,7 @@ use crate::loadgen::Ctx;
 use crate::loadgen::progress;
 use crate::loadgen::report::{Report, r3};
 use crate::loadgen::session::Shared;
-use crate::loadgen::sys::{rss_kib, self_rss_kib};
+use crate::loadgen::sys::{cpu_seconds, rss_kib, self_rss_kib};
 
 /// Runs the scenario.
 pub async fn run(ctx: &Ctx) -> anyhow::Result<Report> {
@@ -38,7 +38,14 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<Report> {
     };
     let hold = Duration::from_secs_f64(a.duration);
     progress::note(format!("idle: {n} open, holding {:.1} s", a.duration));
+    let cpu_before = pid.and_then(cpu_seconds);
+    let held = Instant::now();
     let _ = tokio::time::timeout_at(ctx.deadline, tokio::time::sleep(hold)).await;
+    let held_s = held.elapsed().as_secs_f64();
+    // The server's CPU while holding idle connections (its pings and timers), in % of one core.
+    let idle_cpu_pct = cpu_before
+        .zip(pid.and_then(cpu_seconds))
+        .map(|(b, a)| r3((a - b) * 100.0 / held_s));
     let server_after = pid.and_then(rss_kib);
     let client_after = self_rss_kib();
 
@@ -59,6 +66,7 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<Report> {
         "server_rss_before_kib": server_before,
         "server_rss_after_kib": server_after,
         "server_kib_per_conn": server_per,
+        "server_idle_cpu_pct": idle_cpu_pct,
         "client_rss_before_kib": client_before,
         "client_rss_after_kib": client_after,
         "client_kib_per_conn": client_per,
@@ -68,13 +76,14 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<Report> {
     });
     let fmt = |v: Option<f64>| v.map_or("n/a".to_string(), |v| format!("{v:.2} KiB"));
     let summary = format!(
-        "idle {}: {n}/{} connections held; server RSS {} -> {} KiB = {} per connection (load tool {} per connection), {} lost",
+        "idle {}: {n}/{} connections held; server RSS {} -> {} KiB = {} per connection (load tool {} per connection), server CPU while idle {}% of a core, {} lost",
         a.mode.name(),
         a.conns,
         server_before.map_or("n/a".into(), |v| v.to_string()),
         server_after.map_or("n/a".into(), |v| v.to_string()),
         fmt(server_per),
         fmt(client_per),
+        idle_cpu_pct.map_or("n/a".into(), |v| format!("{v:.2}")),
         totals.lost_count()
     );
     Ok(Report::new(ctx, results, summary))
