@@ -148,8 +148,9 @@ pub async fn websocket(
             Ok(ws) => ws.into_inner().into_inner(),
             Err(e) => {
                 tracing::debug!("upgrade failed: {e}");
-                let _ = slot.on_close(&conn, 1006, "upgrade failed").await;
-                cluster.forget(conn.id).await;
+                // Boxed: rare, and inline these would size every connection's task.
+                let _ = Box::pin(slot.on_close(&conn, 1006, "upgrade failed")).await;
+                Box::pin(cluster.forget(conn.id)).await;
                 metrics.connections_open.fetch_sub(1, Relaxed);
                 return;
             }
@@ -163,7 +164,7 @@ pub async fn websocket(
             }
             Err(_) => {
                 tracing::error!("upgraded stream is not a TCP stream");
-                cluster.forget(conn.id).await;
+                Box::pin(cluster.forget(conn.id)).await;
                 metrics.connections_open.fetch_sub(1, Relaxed);
             }
         }
