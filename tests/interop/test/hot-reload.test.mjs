@@ -36,7 +36,10 @@ fs.copyFileSync(pluginWasm, wasmCopy)
 after(() => fs.rmSync(wasmDir, { recursive: true, force: true }))
 
 describe('hot reload (embedded)', () => {
-  const env = useEnv({ name: 'hot-reload', mode: 'embedded', wasm: wasmCopy })
+  // Awareness lives only in the room's stream: a compaction between r1 setting its state and r3
+  // joining (a reload under CI load takes seconds) would trim it, and y-protocols clients only
+  // re-announce every 15 s. This test is about reload, so entries outlive it.
+  const env = useEnv({ name: 'hot-reload', mode: 'embedded', wasm: wasmCopy, worker: { min_message_lifetime_ms: 120000 } })
 
   itest(env, 'a new plugin version takes over live rooms without dropping anyone', async (env) => {
     const room = env.room('reload')
