@@ -181,18 +181,12 @@ plugin = "{name}"
     )
 }
 
-/// Adds the plugin to the config at `config` (refused when the name is taken), keeping the rest
-/// of the file as it is.
+/// Adds the plugin to the config at `config` (the caller checked the name is free), keeping the
+/// rest of the file as it is.
 fn register(config: &Path, name: &str, crate_dir: &Path) -> anyhow::Result<()> {
     use anyhow::Context;
     let text = std::fs::read_to_string(config)
         .with_context(|| format!("cannot read {}", config.display()))?;
-    let parsed: toml::Table = text
-        .parse()
-        .with_context(|| format!("{} is not valid TOML", config.display()))?;
-    if parsed.get("plugins").and_then(|p| p.get(name)).is_some() {
-        anyhow::bail!("{} already has [plugins.{name}]", config.display());
-    }
     let base = std::fs::canonicalize(config)?
         .parent()
         .map(Path::to_path_buf)
@@ -221,11 +215,12 @@ pub fn run(args: NewPluginArgs) -> anyhow::Result<()> {
             "{} not found: pass --config FILE, or --no-config to make the crate only",
             config.display()
         );
-        let text = std::fs::read_to_string(config)?;
-        let taken = text
-            .parse::<toml::Table>()
-            .ok()
-            .and_then(|t| t.get("plugins")?.get(name.as_str()).cloned())
+        let table: toml::Table = std::fs::read_to_string(config)?
+            .parse()
+            .map_err(|e| anyhow::anyhow!("{} is not valid TOML: {e}", config.display()))?;
+        let taken = table
+            .get("plugins")
+            .and_then(|p| p.get(name.as_str()))
             .is_some();
         anyhow::ensure!(!taken, "{} already has [plugins.{name}]", config.display());
     }

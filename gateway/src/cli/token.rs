@@ -4,7 +4,7 @@
 use super::ConfigArg;
 use anyhow::{Context, bail};
 use gateway::clock;
-use gateway::config::{AuthProfile, Config, ExpUnit};
+use gateway::config::{AuthProfile, Config, ExpUnit, parse_algorithm};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::Value;
 use std::time::Duration;
@@ -114,11 +114,10 @@ pub fn mint(args: Mint) -> anyhow::Result<String> {
     let alg = p
         .algorithms
         .iter()
-        .find_map(|a| match a.as_str() {
-            "HS256" => Some(Algorithm::HS256),
-            "HS384" => Some(Algorithm::HS384),
-            "HS512" => Some(Algorithm::HS512),
-            _ => None,
+        .find_map(|a| {
+            parse_algorithm(a)
+                .ok()
+                .filter(|alg| matches!(alg, Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512))
         })
         .with_context(|| {
             format!(

@@ -110,21 +110,9 @@ fn status(app: &App, live: &Live) -> Value {
         .plugins
         .iter()
         .map(|(name, slot)| {
-            let v = slot.version();
-            let s = slot.status();
-            let m = &slot.shared.metrics;
-            json!({
-                "name": name,
-                "version": &v.hash[..12.min(v.hash.len())],
-                "generation": v.generation,
-                "state": s.state,
-                "reloads": s.reloads,
-                "last_reload_ms": s.last_reload_ms,
-                "calls": m.calls.load(Relaxed),
-                "traps": m.traps.load(Relaxed),
-                "recent_faults": s.recent_faults,
-                "last_error": s.last_error,
-            })
+            let mut p = super::ops::plugin_summary(slot);
+            p["name"] = json!(name);
+            p
         })
         .collect();
     json!({

@@ -22,25 +22,7 @@ pub async fn health(app: &App, live: &Live) -> Response<Body> {
     let plugins: serde_json::Map<String, serde_json::Value> = live
         .plugins
         .iter()
-        .map(|(name, slot)| {
-            let v = slot.version();
-            let s = slot.status();
-            let m = &slot.shared.metrics;
-            (
-                name.clone(),
-                serde_json::json!({
-                    "version": &v.hash[..12.min(v.hash.len())],
-                    "generation": v.generation,
-                    "state": s.state,
-                    "last_error": s.last_error,
-                    "calls": m.calls.load(Relaxed),
-                    "traps": m.traps.load(Relaxed),
-                    "recent_faults": s.recent_faults,
-                    "reloads": s.reloads,
-                    "last_reload_ms": s.last_reload_ms,
-                }),
-            )
-        })
+        .map(|(name, slot)| (name.clone(), plugin_summary(slot)))
         .collect();
     json(
         StatusCode::OK,
@@ -57,6 +39,24 @@ pub async fn health(app: &App, live: &Live) -> Response<Body> {
             "worker": worker,
         }),
     )
+}
+
+/// One plugin's version, state and fault counters, as `/health` and the admin page show them.
+pub fn plugin_summary(slot: &crate::plugin::PluginSlot) -> serde_json::Value {
+    let v = slot.version();
+    let s = slot.status();
+    let m = &slot.shared.metrics;
+    serde_json::json!({
+        "version": &v.hash[..12.min(v.hash.len())],
+        "generation": v.generation,
+        "state": s.state,
+        "last_error": s.last_error,
+        "calls": m.calls.load(Relaxed),
+        "traps": m.traps.load(Relaxed),
+        "recent_faults": s.recent_faults,
+        "reloads": s.reloads,
+        "last_reload_ms": s.last_reload_ms,
+    })
 }
 
 /// `/health` while the gateway drains: 503, so load balancers stop sending new clients.
