@@ -96,6 +96,14 @@ async fn assert_accepted(gw: &Gateway, route: &str, token: &str, sub: &str) {
         .unwrap_or_else(|e| panic!("{route}: valid token refused: {e}"));
     let welcome = client.recv_type("system_message").await;
     assert_eq!(welcome["data"]["user_id"], json!(sub), "welcome: {welcome}");
+    // Close and wait until the gateway has handled it, so this user's `user_left` cannot reach
+    // the next connection the test opens for the same user ahead of its greeting.
+    let open = gw.metrics().await.value("gateway_connections_open");
+    client.close(1000).await;
+    gw.poll_until("the accepted connection's close", TIMEOUT, || async {
+        (gw.metrics().await.value("gateway_connections_open") < open).then_some(())
+    })
+    .await;
 }
 
 /// Connects with `opts`/`path_and_query` and expects HTTP 401 with a JSON error body.
