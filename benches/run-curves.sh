@@ -29,6 +29,8 @@
 #   IDLE_S          seconds each idle point holds its connections [5]
 #   YJS_ROOMS       rooms ["10 50 200 1000"]
 #   YJS_CLIENTS     clients per room [5]      YJS_RATE  updates/s per writer [20]
+#   YJS_GEN         Yjs load generator: rust ($BIN/yjs-load, a port of load.mjs) or node
+#                   (benches/yjs/load.mjs, which saturates at ~80k deliveries/s on 2 cores) [rust]
 #   DURATION        measured seconds per Yjs point [5]
 #   YJS_BUDGET      seconds; Yjs points that would start after this are skipped [600]
 #   QUIET_WAIT      seconds to wait for valgrind/cargo/rustc or another bench's load tool /
@@ -61,6 +63,7 @@ IDLE_S=${IDLE_S:-5}
 YJS_ROOMS=${YJS_ROOMS:-"10 50 200 1000"}
 YJS_CLIENTS=${YJS_CLIENTS:-5}
 YJS_RATE=${YJS_RATE:-20}
+YJS_GEN=${YJS_GEN:-rust}
 DURATION=${DURATION:-5}
 YJS_BUDGET=${YJS_BUDGET:-600}
 QUIET_WAIT=${QUIET_WAIT:-900}
@@ -117,8 +120,13 @@ for c in $CURVES; do
     yjs)
       need "$BIN/gateway" "cargo build --release -p gateway"
       need dist/plugins/yjs_sync.wasm "scripts/build-plugins"
-      need benches/yjs/node_modules/yjs "(cd benches/yjs && npm ci)"
-      command -v node >/dev/null || { echo "node (>= 20) is required for the yjs curve" >&2; exit 1; }
+      case "$YJS_GEN" in
+        rust) need "$BIN/yjs-load" "cargo build --release -p gateway-benches --bin yjs-load" ;;
+        node)
+          need benches/yjs/node_modules/yjs "(cd benches/yjs && npm ci)"
+          command -v node >/dev/null || { echo "node (>= 20) is required for YJS_GEN=node" >&2; exit 1; } ;;
+        *) echo "YJS_GEN must be rust or node, not $YJS_GEN" >&2; exit 2 ;;
+      esac
       command -v redis-server >/dev/null || { echo "redis-server is required for the yjs curve (apt-get install redis-server)" >&2; exit 1; } ;;
     *) echo "unknown curve $c (fanout, idle, yjs)" >&2; exit 2 ;;
   esac
@@ -134,7 +142,7 @@ source benches/lib.sh
 others() { pgrep -x "$1" | grep -vxF -f <(printf '%s\n' 0 "${pids[@]}") ; }
 busy() {
   local t
-  others load >/dev/null || others bare-server >/dev/null ||
+  others load >/dev/null || others bare-server >/dev/null || others yjs-load >/dev/null ||
   pgrep -x valgrind >/dev/null || pgrep -x cargo >/dev/null || pgrep -x rustc >/dev/null ||
     { for t in memcheck callgrind cachegrind massif helgrind drd dhat; do pgrep "^$t-" && break; done; } >/dev/null
 }
@@ -292,10 +300,14 @@ sweep_idle() {
 sweep_yjs() {
   wait_quiet
   LOAD_BEFORE=$(loadavg)
-  echo "== yjs: rooms in $YJS_ROOMS, $YJS_CLIENTS clients/room, 1 writer at $YJS_RATE/s, load avg $LOAD_BEFORE" >&2
+  echo "== yjs: rooms in $YJS_ROOMS, $YJS_CLIENTS clients/room, 1 writer at $YJS_RATE/s, $YJS_GEN generator, load avg $LOAD_BEFORE" >&2
   : > "$OUT/yjs.log"
   echo "series,x,y,y2,p50_ms,delivery_ratio,lost,synced,clients,updates_sent_per_s,server_cpu_cores,client_cpu_cores" > "$work/yjs.csv"
-  local start rooms mode rport rpid pids_arg stopped=""
+  local start rooms mode rport rpid pids_arg stopped="" gen gen_name
+  case "$YJS_GEN" in
+    node) gen=(node benches/yjs/load.mjs); gen_name="load.mjs" ;;
+    *) gen=("$BIN/yjs-load"); gen_name="yjs-load" ;;
+  esac
   start=$(date +%s)
   export GATEWAY_BIN="$PWD/$BIN/gateway" YJS_WASM="$PWD/dist/plugins/yjs_sync.wasm"
   for rooms in $YJS_ROOMS; do
@@ -306,7 +318,7 @@ sweep_yjs() {
         stopped=1; continue
       fi
       echo "-- gateway-$mode, $rooms rooms" >&2
-      echo "# gateway-$mode, $rooms rooms x $YJS_CLIENTS clients, 1 writer at $YJS_RATE/s" >> "$OUT/yjs.log"
+      echo "# gateway-$mode, $rooms rooms x $YJS_CLIENTS clients, 1 writer at $YJS_RATE/s ($gen_name)" >> "$OUT/yjs.log"
       PORT=$(free_port)
       mkdir -p "$work/yjs-$mode-$rooms"
       pids_arg=""
@@ -321,7 +333,7 @@ sweep_yjs() {
       fi
       PID=$!; pids+=("$PID")
       wait_port "$PORT"
-      run_load yjs 160 node benches/yjs/load.mjs --quiet --target gateway --port "$PORT" --server-pid "$PID$pids_arg" \
+      run_load yjs 160 "${gen[@]}" --quiet --target gateway --port "$PORT" --server-pid "$PID$pids_arg" \
         --rooms "$rooms" --clients "$YJS_CLIENTS" --writers 1 --rate "$YJS_RATE" --duration "$DURATION" \
         --threads 2 --timeout 150
       stop_servers
@@ -331,7 +343,7 @@ sweep_yjs() {
   done
   cp "$work/yjs.csv" "$OUT/yjs.csv"
   subtitle yjs "${DURATION} s per point${stopped:+, later points skipped (time)}" \
-    "${DURATION} s measured per point, fresh gateway (and redis-server) per point, load.mjs --threads 2${stopped:+; points after YJS_BUDGET skipped}"
+    "${DURATION} s measured per point, fresh gateway (and redis-server) per point, $gen_name --threads 2${stopped:+; points after YJS_BUDGET skipped}"
 }
 
 QUIET_NOTE=""

@@ -3,6 +3,8 @@
 
 /// Text frame opcode.
 pub const OP_TEXT: u8 = 0x1;
+/// Binary frame opcode.
+pub const OP_BINARY: u8 = 0x2;
 /// Close frame opcode.
 pub const OP_CLOSE: u8 = 0x8;
 /// Ping frame opcode.

@@ -1,7 +1,8 @@
 //! Benchmark tooling for the gateway: a bare native broadcast server used as the
-//! baseline (`bare-server`) and a WebSocket load generator (`load`).
+//! baseline (`bare-server`), a WebSocket load generator (`load`) and a Yjs load generator
+//! (`yjs-load`, a port of `benches/yjs/load.mjs`).
 //!
-//! Both binaries are thin wrappers around the modules here.
+//! The binaries are thin wrappers around the modules here.
 
 pub mod bare;
 pub mod client;
@@ -11,3 +12,4 @@ pub mod hist;
 pub mod loadgen;
 pub mod prefixed;
 pub mod target;
+pub mod yjsgen;

@@ -14,6 +14,10 @@
 #   IDLE_ROOMS   rooms for the idle scenario [1000]
 #   RESULTS      directory for the JSON results [benches/yjs/results/<timestamp>]
 #   RUN_BUDGET   seconds; scenarios that would start after this are skipped [1500]
+#   YJS_GEN      load generator for the gateway rows' throughput and latency scenarios: rust
+#                (yjs-load, the Rust port of load.mjs) or node (load.mjs) [rust]; the other
+#                servers and the idle scenario always use load.mjs
+#   YJS_LOAD_BIN yjs-load binary [${CARGO_TARGET_DIR:-<repo>/target}/release/yjs-load]
 #   GATEWAY_BIN, YJS_WASM, Y_SWEET_BIN   override binary locations (see servers/*.sh)
 set -uo pipefail
 
@@ -26,6 +30,8 @@ THREADS="${THREADS:-2}"
 IDLE_ROOMS="${IDLE_ROOMS:-1000}"
 RUN_BUDGET="${RUN_BUDGET:-1500}"
 RESULTS="${RESULTS:-$HERE/results/$(date +%Y%m%d-%H%M%S)}"
+YJS_GEN="${YJS_GEN:-rust}"
+YJS_LOAD_BIN="${YJS_LOAD_BIN:-${CARGO_TARGET_DIR:-$(cd "$HERE/../.." && pwd)/target}/release/yjs-load}"
 mkdir -p "$RESULTS"
 WORK="$(mktemp -d /tmp/yjs-bench.XXXXXX)"
 START_TS=$(date +%s)
@@ -33,6 +39,14 @@ START_TS=$(date +%s)
 die() { echo "run.sh: $*" >&2; exit 1; }
 command -v node >/dev/null || die "node (>= 20) is required"
 command -v jq >/dev/null || die "jq is required"
+case "$YJS_GEN" in
+  node) ;;
+  rust)
+    if [[ " $SERVERS " == *" gateway-"* ]] && [ ! -x "$YJS_LOAD_BIN" ]; then
+      die "yjs-load not found at $YJS_LOAD_BIN: build it with 'cargo build --release -p gateway-benches --bin yjs-load' (or YJS_GEN=node)"
+    fi ;;
+  *) die "YJS_GEN must be rust or node" ;;
+esac
 if [ ! -d node_modules/@y/websocket-server ] || [ ! -d node_modules/@hocuspocus/server ]; then
   echo "installing the pinned npm packages (npm ci)..." >&2
   npm ci --no-audit --no-fund >&2 || die "npm ci failed"
@@ -148,8 +162,12 @@ for server in $SERVERS; do
       stop_all
       continue
     fi
+    gen=(node load.mjs)
+    if [ "$TARGET" = gateway ] && [ "$YJS_GEN" = rust ] && [ "$scen" != idle ]; then
+      gen=("$YJS_LOAD_BIN")
+    fi
     # shellcheck disable=SC2046
-    timeout -k 5 240 node load.mjs --target "$TARGET" --port "$PORT" --server-pid "$PIDS" --threads "$THREADS" \
+    timeout -k 5 240 "${gen[@]}" --target "$TARGET" --port "$PORT" --server-pid "$PIDS" --threads "$THREADS" \
       --timeout 200 $(scenario_args "$scen") >"$RESULTS/$server-$scen.out" 2>"$RESULTS/$server-$scen.err"
     rc=$?
     tail -1 "$RESULTS/$server-$scen.out" >&2
@@ -191,5 +209,6 @@ j() { # j FILE JQ-EXPR: prints the value or '-'
   echo
   echo "throughput: 10 rooms x 10 clients, all writing, 16 updates in flight each (--rate 0); latency: 50 rooms x 5 clients x 10 updates/s."
   echo "Pairs are throughput / latency scenario. CPU in cores over the measured window; other CPU = the rest of the machine (noise)."
+  echo "Load generator: load.mjs; for the gateway rows' throughput and latency scenarios $([ "$YJS_GEN" = rust ] && echo "yjs-load (Rust port)" || echo "load.mjs too") (YJS_GEN=$YJS_GEN)."
   echo "Raw JSON per scenario: $RESULTS/*.json"
 } | tee "$RESULTS/table.md"

@@ -1,4 +1,4 @@
-//! Process-level helpers: the open-files limit and RSS readings.
+//! Process-level helpers: the open-files limit, RSS and CPU readings.
 
 /// Raises the soft `RLIMIT_NOFILE` to the hard limit; returns the new soft limit.
 pub fn raise_nofile_limit() -> Option<u64> {
@@ -32,12 +32,43 @@ pub fn self_rss_kib() -> Option<u64> {
     read_rss("/proc/self/status")
 }
 
+/// `VmHWM` (peak RSS) of process `pid` in KiB, from `/proc/<pid>/status`.
+pub fn hwm_kib(pid: u32) -> Option<u64> {
+    read_status_kib(&format!("/proc/{pid}/status"), "VmHWM:")
+}
+
 fn read_rss(path: &str) -> Option<u64> {
+    read_status_kib(path, "VmRSS:")
+}
+
+fn read_status_kib(path: &str, field: &str) -> Option<u64> {
     let status = std::fs::read_to_string(path).ok()?;
     status
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix(field))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+/// Busy CPU time of the whole machine (all cores, every state but idle and iowait), in seconds,
+/// from the first line of `/proc/stat`.
+pub fn machine_busy_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let f: Vec<u64> = stat
+        .lines()
+        .next()?
+        .split_whitespace()
+        .skip(1)
+        .take(8)
+        .map(|v| v.parse().ok())
+        .collect::<Option<_>>()?;
+    let busy = f.iter().sum::<u64>() - f.get(3)? - f.get(4)?;
+    Some(busy as f64 / clk_tck()?)
+}
+
+fn clk_tck() -> Option<f64> {
+    // SAFETY: sysconf only reads a system constant.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    (hz > 0).then_some(hz as f64)
 }
 
 /// CPU time (user + system) process `pid` has used, in seconds, from `/proc/<pid>/stat`.
@@ -57,9 +88,7 @@ fn read_cpu(path: &str) -> Option<f64> {
     let rest = &stat[stat.rfind(')')? + 1..];
     let f: Vec<&str> = rest.split_whitespace().collect();
     let ticks: u64 = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
-    // SAFETY: sysconf only reads a system constant.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    (hz > 0).then(|| ticks as f64 / hz as f64)
+    Some(ticks as f64 / clk_tck()?)
 }
 
 #[cfg(test)]
@@ -67,6 +96,8 @@ mod tests {
     #[test]
     fn reads_own_rss() {
         assert!(super::self_rss_kib().unwrap() > 0);
+        assert!(super::hwm_kib(std::process::id()).unwrap() > 0);
+        assert!(super::machine_busy_seconds().unwrap() > 0.0);
     }
 
     #[test]
