@@ -36,12 +36,8 @@ pub struct Conn {
     pub plugin: Arc<str>,
     /// The route pattern that accepted it.
     pub route: Arc<str>,
-    /// Upgrade request path.
-    pub path: Box<str>,
-    /// Upgrade request query string.
-    pub query: Box<str>,
-    /// Upgrade request headers (lower-case names).
-    pub headers: Box<[(Box<str>, Box<str>)]>,
+    /// Upgrade request path, query and headers (lower-case names).
+    pub head: crate::head::RequestHead,
     /// Peer address.
     pub remote: SocketAddr,
     /// Verified claims as JSON.
@@ -230,13 +226,7 @@ impl Hub {
             id,
             plugin: spec.plugin,
             route: spec.route,
-            path: spec.path.into(),
-            query: spec.query.into(),
-            headers: spec
-                .headers
-                .into_iter()
-                .map(|(k, v)| (k.into_boxed_str(), v.into_boxed_str()))
-                .collect(),
+            head: crate::head::RequestHead::new(&spec.path, &spec.query, &spec.headers),
             remote: spec.remote,
             claims: spec.claims.map(Arc::from),
             subprotocol: spec.subprotocol.map(String::into_boxed_str),

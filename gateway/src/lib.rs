@@ -46,6 +46,9 @@ pub mod kv;
 // Connections, topics and fan-out.
 pub mod hub;
 
+// The upgrade request's path, query and headers in one allocation.
+pub mod head;
+
 // Frames held back from connections catching up on a topic.
 pub mod hold;
 

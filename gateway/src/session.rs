@@ -1,21 +1,21 @@
-//! A WebSocket session after the handshake: a reader that decodes client messages and hands
+//! A WebSocket session after the handshake, in one task: it decodes client messages and hands
 //! them to the plugin in order (awaiting each call, which is the connection's backpressure),
-//! and a writer task that drains the outbox in batches, pings, and enforces idle and token
-//! expiry.
+//! writes whatever the outbox holds without ever waiting on a full socket, pings, and enforces
+//! idle and token expiry.
 
 use crate::hub::Conn;
 use crate::metrics::Metrics;
 use crate::plugin::{self, CallError, PluginSlot};
 use crate::wire::codec::{self, Decoder, Message};
+use crate::wire::sender::{Flushed, Sender, Written};
 use bytes::{Bytes, BytesMut};
-use std::io::IoSlice;
-use std::sync::Arc;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
-use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tracing::Instrument;
+use tokio::time::Instant;
+use tracing::{Instrument, Span};
 
 /// How long a closing connection waits for the peer's close frame.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
@@ -24,26 +24,29 @@ const WRITE_GRACE: Duration = Duration::from_secs(1);
 /// Read size per readiness event.
 const READ_CHUNK: usize = 4096;
 
+/// TCP keepalive for client sockets: it finds peers that vanished without a FIN (a dropped
+/// NAT entry, a dead host) even while the idle timeout waits on a blocked write.
+pub fn keepalive() -> socket2::TcpKeepalive {
+    socket2::TcpKeepalive::new()
+        .with_time(Duration::from_secs(30))
+        .with_interval(Duration::from_secs(10))
+        .with_retries(3)
+}
+
 /// Runs an upgraded connection to its end, then reports the close to the plugin and forgets
-/// the connection (topics, presence).
+/// the connection (topics, presence) while the last frames and the close go out.
 pub fn run(
-    conn: Arc<Conn>,
-    slot: Arc<PluginSlot>,
-    metrics: Arc<Metrics>,
+    conn: std::sync::Arc<Conn>,
+    slot: std::sync::Arc<PluginSlot>,
+    metrics: std::sync::Arc<Metrics>,
     stream: TcpStream,
     leftover: Bytes,
-) -> impl std::future::Future<Output = ()> + Send {
+) -> impl Future<Output = ()> + Send {
+    // Not entered around the whole session: it is polled on every fan-out wake-up, so it logs
+    // through the span and only plugin calls run inside it.
     let span =
         tracing::info_span!("conn", id = conn.id, remote = %conn.remote, route = %conn.route);
-    let inner = async move {
-        let _ = stream.set_nodelay(true);
-        // TCP keepalive finds peers that vanished without a FIN (a dropped NAT entry, a dead
-        // host) even while the idle timeout waits on a blocked write.
-        let keepalive = socket2::TcpKeepalive::new()
-            .with_time(std::time::Duration::from_secs(30))
-            .with_interval(std::time::Duration::from_secs(10))
-            .with_retries(3);
-        let _ = socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive);
+    async move {
         // hyper's finished connection task left its waker in the socket's readiness slots,
         // which keeps that task's memory (~0.9 KiB) alive for the connection's life: put a
         // no-op waker there instead (this session waits through `readable()`/`writable()`).
@@ -52,58 +55,99 @@ pub fn run(
             let _ = stream.poll_read_ready(&mut noop);
             let _ = stream.poll_write_ready(&mut noop);
         }
-        let (rd, wr) = stream.into_split();
-        // The writer is polled once per batch: it logs through the span instead of entering it
-        // on every poll.
-        let writer = tokio::spawn(write_loop(
-            conn.clone(),
-            wr,
-            metrics.clone(),
-            tracing::Span::current(),
-        ));
-        // The reader lives in its own allocation: inline, rustc laid this future (and the task
-        // that awaits it) out at ~3 times the reader's size (measured: 2,152 vs 176 bytes).
-        let reading = Box::pin(read_loop(&conn, &slot, rd, leftover, &metrics));
-        let (code, reason) = reading.await;
+        let _ = stream.set_nodelay(true);
+        let _ = socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive());
+        let mut sender = Sender::default();
+        let (code, reason) = drive(
+            &conn,
+            &slot,
+            &stream,
+            leftover,
+            &metrics,
+            &mut sender,
+            &span,
+        )
+        .await;
         conn.outbox.close(code, &reason);
-        tracing::debug!(code, reason = %reason, "connection closed");
-        // Boxed: the plugin call and the cluster update are large futures awaited once, at
-        // the end; inline they would size every idle connection's task.
-        // (Each boxed in its own statement: a temporary lives to the end of its statement, so
-        // `Box::pin(f).await` would still reserve room for `f` in this future.)
-        let closed = Box::pin(slot.on_close(&conn, code, &reason));
-        if let Err(e) = closed.await {
-            tracing::warn!("on-close failed: {e}");
-        }
-        let forget = Box::pin(slot.shared.cluster.forget(conn.id));
-        forget.await;
-        let _ = writer.await;
+        tracing::debug!(parent: &span, code, reason = %reason, "connection closed");
+        // Boxed: awaited once, at the end; inline it would size every idle connection's task.
+        let tail = Box::pin(async {
+            let closed = async {
+                if let Err(e) = slot.on_close(&conn, code, &reason).await {
+                    tracing::warn!("on-close failed: {e}");
+                }
+                slot.shared.cluster.forget(conn.id).await;
+            };
+            tokio::join!(
+                closed.instrument(span.clone()),
+                finish_writes(&conn, &stream, &mut sender, &metrics)
+            );
+        });
+        tail.await;
         metrics.connections_open.fetch_sub(1, Relaxed);
-    };
-    inner.instrument(span)
+    }
 }
 
-async fn read_loop(
+/// The connection's loop until its read side ends (the peer's close, end of stream, a
+/// protocol error, a plugin failure, or the close grace running out); returns the close code
+/// and reason to report.
+async fn drive(
     conn: &Conn,
     slot: &PluginSlot,
-    rd: OwnedReadHalf,
+    io: &TcpStream,
     leftover: Bytes,
     metrics: &Metrics,
+    sender: &mut Sender,
+    span: &Span,
 ) -> (u16, String) {
     let mut buf = BytesMut::from(&leftover[..]);
     drop(leftover);
     let mut dec = Decoder::new(conn.limits.max_frame_bytes, conn.limits.max_message_bytes);
     let mut rate = crate::rate::InboundRate::new(&conn.limits, std::time::Instant::now());
-    let mut closing_since: Option<tokio::time::Instant> = None;
+    let mut closing_since: Option<Instant> = None;
+    // The plugin call for the frame being handled; nothing more is read until it returns.
+    let mut call = None;
+    let mut want_write = false;
+    let ping_every = Duration::from_millis(conn.limits.ping_interval_ms.max(100));
+    let idle_ms = conn.limits.idle_timeout_ms;
+    let mut next_ping = Instant::now() + ping_every;
+    // One timer per connection, re-armed only when it fires (not on every wake-up).
+    let tick = tokio::time::sleep_until(next_tick(conn, next_ping));
+    tokio::pin!(tick);
+    // Kept across wake-ups (re-created only once it fired): registering and dropping a fresh
+    // readiness waiter on every fan-out wake-up costs a lock each way.
+    let readable = io.readable();
+    tokio::pin!(readable);
     loop {
-        // Handle every complete message already buffered.
-        loop {
+        // Write what is queued; a full socket is waited for below, alongside reading.
+        if !sender.is_done() {
+            let mut w = Written::default();
+            let r = sender.flush(io, &conn.outbox, &mut w);
+            if w.bytes > 0 {
+                metrics.bytes_out.fetch_add(w.bytes as u64, Relaxed);
+                metrics.write_batches.fetch_add(w.batches, Relaxed);
+            }
+            want_write = match r {
+                Ok(Flushed::Blocked) => true,
+                Ok(_) => false,
+                Err(_) => {
+                    conn.outbox.close(1006, "write failed");
+                    sender.give_up(io);
+                    false
+                }
+            };
+        }
+        if closing_since.is_none() && conn.outbox.is_closing() {
+            closing_since = Some(Instant::now());
+        }
+        // Handle every complete message already buffered, up to the next plugin call.
+        while call.is_none() {
             let msg = match dec.decode(&mut buf) {
                 Ok(Some(m)) => m,
                 Ok(None) => break,
                 Err(e) => {
                     metrics.protocol_closes.fetch_add(1, Relaxed);
-                    tracing::info!(code = e.close_code(), "closing connection: {e}");
+                    tracing::info!(parent: span, code = e.close_code(), "closing connection: {e}");
                     conn.outbox.close(e.close_code(), &e.to_string());
                     return (e.close_code(), e.to_string());
                 }
@@ -137,55 +181,133 @@ async fn read_loop(
             };
             if let Err(why) = rate.admit(len, std::time::Instant::now()) {
                 metrics.rate_limited.fetch_add(1, Relaxed);
-                tracing::info!(code = 1008, "closing connection: {why}");
+                tracing::info!(parent: span, code = 1008, "closing connection: {why}");
                 conn.outbox.close(1008, why);
                 return (1008, why.to_string());
             }
             metrics.frames_in.fetch_add(1, Relaxed);
             // Boxed so the call's state lives on the heap only while a frame is in the plugin;
             // inline it would size every idle connection's task.
-            let call = Box::pin(slot.on_frame(conn, &frame));
-            if let Err(e) = call.await {
-                if slot.keeps_connection(&e) {
-                    tracing::warn!(
-                        "plugin failed on a frame, connection kept by fault policy: {e}"
-                    );
-                    continue;
-                }
-                let code = match e {
-                    CallError::Busy => 1013,
-                    _ => 1011,
-                };
-                tracing::warn!(code, "closing connection after plugin failure: {e}");
-                conn.outbox.close(code, "plugin error");
-                return (code, "plugin error".into());
-            }
+            call = Some(Box::pin(
+                call_frame(slot, conn, frame).instrument(span.clone()),
+            ));
         }
         // Release the buffer while idle so parked connections hold no read memory.
         if buf.is_empty() && buf.capacity() > 0 {
             buf = BytesMut::new();
         }
-        if closing_since.is_none() && conn.outbox.close_state().is_some() {
-            closing_since = Some(tokio::time::Instant::now());
-        }
-        let deadline = closing_since.map(|t| t + CLOSE_GRACE);
+        // Closing: blocked writes get WRITE_GRACE, the peer's close frame CLOSE_GRACE.
+        let deadline = closing_since.map(|t| {
+            t + if sender.is_done() {
+                CLOSE_GRACE
+            } else {
+                WRITE_GRACE
+            }
+        });
         tokio::select! {
-            r = rd.readable() => {
+            r = &mut readable, if call.is_none() => {
+                readable.set(io.readable());
                 if r.is_err() {
                     return closed_reason(conn);
                 }
                 buf.reserve(READ_CHUNK);
-                match rd.try_read_buf(&mut buf) {
+                match io.try_read_buf(&mut buf) {
                     Ok(0) => return closed_reason(conn),
                     Ok(n) => { metrics.bytes_in.fetch_add(n as u64, Relaxed); }
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
                     Err(_) => return closed_reason(conn),
                 }
             }
-            _ = conn.outbox.closing.notified(), if closing_since.is_none() => {}
-            _ = sleep_until_opt(deadline) => return closed_reason(conn),
+            r = in_flight(&mut call), if call.is_some() => {
+                call = None;
+                if let Err(e) = r {
+                    if slot.keeps_connection(&e) {
+                        tracing::warn!(
+                            parent: span,
+                            "plugin failed on a frame, connection kept by fault policy: {e}"
+                        );
+                    } else {
+                        let code = match e {
+                            CallError::Busy => 1013,
+                            _ => 1011,
+                        };
+                        tracing::warn!(parent: span, code, "closing connection after plugin failure: {e}");
+                        conn.outbox.close(code, "plugin error");
+                        return (code, "plugin error".into());
+                    }
+                }
+            }
+            r = io.writable(), if want_write => {
+                if r.is_err() {
+                    conn.outbox.close(1006, "write failed");
+                    sender.give_up(io);
+                }
+            }
+            _ = conn.outbox.wake.notified() => {}
+            _ = &mut tick, if closing_since.is_none() => {
+                let now = crate::clock::now_ms();
+                if conn.expires_at_ms.is_some_and(|e| now >= e) {
+                    tracing::info!(parent: span, "token expired");
+                    conn.outbox.close(4001, "token expired");
+                } else if Instant::now() >= next_ping {
+                    next_ping = Instant::now() + ping_every;
+                    let silent = now.saturating_sub(conn.last_seen_ms.load(Relaxed));
+                    if silent >= idle_ms {
+                        tracing::info!(parent: span, silent_ms = silent, "idle timeout");
+                        conn.outbox.close(1001, "idle timeout");
+                    } else {
+                        conn.outbox.push(codec::encode(codec::op::PING, b""));
+                    }
+                }
+                tick.as_mut().reset(next_tick(conn, next_ping));
+            }
+            // A plugin call in flight is never cut short: only the write side gives up then.
+            _ = sleep_until_opt(deadline), if call.is_none() || !sender.is_done() => {
+                if sender.is_done() {
+                    return closed_reason(conn);
+                }
+                // The peer does not read: stop writing, keep waiting for its close.
+                sender.give_up(io);
+            }
         }
     }
+}
+
+/// Hands one client frame to the plugin.
+async fn call_frame(slot: &PluginSlot, conn: &Conn, frame: plugin::Frame) -> Result<(), CallError> {
+    slot.on_frame(conn, &frame).await
+}
+
+/// Waits for the plugin call in flight (the select arm is disabled when there is none).
+async fn in_flight<F: Future + ?Sized>(call: &mut Option<Pin<Box<F>>>) -> F::Output {
+    match call {
+        Some(f) => f.as_mut().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// After the read side ended: writes what is left and the close frame, then shuts the socket
+/// down, giving a blocked socket at most `WRITE_GRACE`.
+async fn finish_writes(conn: &Conn, io: &TcpStream, sender: &mut Sender, metrics: &Metrics) {
+    let give_up_at = Instant::now() + WRITE_GRACE;
+    loop {
+        let mut w = Written::default();
+        let r = sender.flush(io, &conn.outbox, &mut w);
+        metrics.bytes_out.fetch_add(w.bytes as u64, Relaxed);
+        metrics.write_batches.fetch_add(w.batches, Relaxed);
+        match r {
+            Ok(Flushed::Blocked) => {
+                match tokio::time::timeout_at(give_up_at, io.writable()).await {
+                    Ok(Ok(())) => {}
+                    _ => break,
+                }
+            }
+            // The outbox is closed: the batches left end in the close.
+            Ok(Flushed::Idle) => {}
+            Ok(Flushed::Done) | Err(_) => break,
+        }
+    }
+    sender.give_up(io);
 }
 
 /// The close code to report when the socket ended: ours if we closed, else 1006.
@@ -195,182 +317,25 @@ fn closed_reason(conn: &Conn) -> (u16, String) {
         .unwrap_or((1006, "connection lost".into()))
 }
 
-async fn sleep_until_opt(t: Option<tokio::time::Instant>) {
+async fn sleep_until_opt(t: Option<Instant>) {
     match t {
-        Some(t) => tokio::time::sleep_until(t).await,
+        // Boxed: only a closing connection waits here; inline, the timer would size every
+        // idle connection's future.
+        Some(t) => {
+            let sleep = Box::pin(tokio::time::sleep_until(t));
+            sleep.await
+        }
         None => std::future::pending().await,
     }
 }
 
-async fn write_loop(
-    conn: Arc<Conn>,
-    mut wr: OwnedWriteHalf,
-    metrics: Arc<Metrics>,
-    span: tracing::Span,
-) {
-    let ping_every = Duration::from_millis(conn.limits.ping_interval_ms.max(100));
-    let idle_ms = conn.limits.idle_timeout_ms;
-    let mut frames: Vec<Bytes> = Vec::new();
-    let mut buf: Vec<u8> = Vec::new();
-    let mut next_ping = tokio::time::Instant::now() + ping_every;
-    // One timer per connection, re-armed only when it fires (not on every wake-up).
-    let tick = tokio::time::sleep_until(next_tick(&conn, next_ping));
-    tokio::pin!(tick);
-    loop {
-        let close = conn.outbox.drain(&mut frames);
-        if !frames.is_empty() {
-            // Small batches are copied into one buffer (one contiguous send is cheaper for the
-            // kernel than many short iovecs); large ones go out as vectored writes.
-            let size: usize = frames.iter().map(Bytes::len).sum();
-            let r = if frames.len() == 1 {
-                write_buf(&conn, &mut wr, &frames[0]).await
-            } else if size <= COALESCE_BYTES {
-                buf.clear();
-                for f in &frames {
-                    buf.extend_from_slice(f);
-                }
-                write_buf(&conn, &mut wr, &buf).await
-            } else {
-                write_frames(&conn, &mut wr, &frames).await
-            };
-            frames.clear();
-            if frames.capacity() > 256 {
-                frames = Vec::new();
-            }
-            if buf.capacity() > COALESCE_BYTES {
-                buf = Vec::new();
-            }
-            match r {
-                Ok(bytes) => {
-                    metrics.bytes_out.fetch_add(bytes as u64, Relaxed);
-                    metrics.write_batches.fetch_add(1, Relaxed);
-                }
-                Err(_) => {
-                    conn.outbox.close(1006, "write failed");
-                    return;
-                }
-            }
-        }
-        if let Some((code, reason)) = close {
-            let fin = Box::pin(finish_close(&mut wr, code, &reason));
-            fin.await;
-            return;
-        }
-        tokio::select! {
-            _ = conn.outbox.wake.notified() => {}
-            _ = &mut tick => {
-                let now = crate::clock::now_ms();
-                if conn.expires_at_ms.is_some_and(|e| now >= e) {
-                    tracing::info!(parent: &span, "token expired");
-                    conn.outbox.close(4001, "token expired");
-                } else if tokio::time::Instant::now() >= next_ping {
-                    next_ping = tokio::time::Instant::now() + ping_every;
-                    let silent = now.saturating_sub(conn.last_seen_ms.load(Relaxed));
-                    if silent >= idle_ms {
-                        tracing::info!(parent: &span, silent_ms = silent, "idle timeout");
-                        conn.outbox.close(1001, "idle timeout");
-                    } else {
-                        conn.outbox.push(codec::encode(codec::op::PING, b""));
-                    }
-                }
-                tick.as_mut().reset(next_tick(&conn, next_ping));
-            }
-        }
-    }
-}
-
-/// Sends our close frame (unless the socket is gone) and shuts the socket down, each bounded by
-/// `WRITE_GRACE`.
-async fn finish_close(wr: &mut OwnedWriteHalf, code: u16, reason: &str) {
-    if code != 1006 {
-        let f = codec::encode_close(code, reason);
-        let _ = tokio::time::timeout(WRITE_GRACE, wr.write_all(&f)).await;
-    }
-    let _ = tokio::time::timeout(WRITE_GRACE, wr.shutdown()).await;
-}
-
-/// The next time the writer must look at the clock: the next ping, or the token's expiry.
-fn next_tick(conn: &Conn, next_ping: tokio::time::Instant) -> tokio::time::Instant {
+/// The next time the loop must look at the clock: the next ping, or the token's expiry.
+fn next_tick(conn: &Conn, next_ping: Instant) -> Instant {
     match conn.expires_at_ms {
         Some(exp) => {
             let left = exp.saturating_sub(crate::clock::now_ms());
-            next_ping.min(tokio::time::Instant::now() + Duration::from_millis(left))
+            next_ping.min(Instant::now() + Duration::from_millis(left))
         }
         None => next_ping,
-    }
-}
-
-/// Batches up to this size are coalesced into one buffer before writing.
-const COALESCE_BYTES: usize = 64 << 10;
-
-/// Most frames handed to one `writev` call.
-const MAX_IOV: usize = 256;
-
-/// Writes a batch of encoded frames with vectored writes (one system call per `MAX_IOV` frames
-/// when the socket keeps up), giving up shortly after a close is scheduled if the peer is not
-/// reading.
-async fn write_frames(
-    conn: &Conn,
-    wr: &mut OwnedWriteHalf,
-    frames: &[Bytes],
-) -> std::io::Result<usize> {
-    let mut total = 0;
-    // On the heap: an iovec array in the future would cost every idle connection its size.
-    let mut iov: Vec<IoSlice<'_>> = Vec::with_capacity(frames.len().min(MAX_IOV));
-    for chunk in frames.chunks(MAX_IOV) {
-        iov.clear();
-        iov.extend(chunk.iter().map(|f| IoSlice::new(f)));
-        let mut bufs = &mut iov[..];
-        while !bufs.is_empty() {
-            match wr.try_write_vectored(bufs) {
-                Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
-                Ok(n) => {
-                    total += n;
-                    IoSlice::advance_slices(&mut bufs, n);
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                    let wait = Box::pin(wait_writable(conn, wr));
-                    wait.await?
-                }
-                Err(e) => return Err(e),
-            }
-        }
-    }
-    Ok(total)
-}
-
-/// Writes one buffer, waiting for the socket only when it is full.
-async fn write_buf(conn: &Conn, wr: &mut OwnedWriteHalf, data: &[u8]) -> std::io::Result<usize> {
-    let mut done = 0;
-    while done < data.len() {
-        match wr.try_write(&data[done..]) {
-            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
-            Ok(n) => done += n,
-            // Boxed: a full socket is rare, and the timer inside would size every idle writer.
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                let wait = Box::pin(wait_writable(conn, wr));
-                wait.await?
-            }
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(done)
-}
-
-/// Waits until the socket takes more bytes; once a close is scheduled, waits at most
-/// `WRITE_GRACE`.
-async fn wait_writable(conn: &Conn, wr: &OwnedWriteHalf) -> std::io::Result<()> {
-    if conn.outbox.close_state().is_some() {
-        return tokio::time::timeout(WRITE_GRACE, wr.writable())
-            .await
-            .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()));
-    }
-    tokio::select! {
-        r = wr.writable() => r,
-        _ = conn.outbox.closing.notified() => {
-            tokio::time::timeout(WRITE_GRACE, wr.writable())
-                .await
-                .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()))
-        }
     }
 }

@@ -87,7 +87,7 @@ fn status(app: &App, live: &Live) -> Value {
                 "id": c.id.to_string(),
                 "plugin": &*c.plugin,
                 "route": &*c.route,
-                "path": &*c.path,
+                "path": c.head.path(),
                 "sub": claim("sub").or_else(|| claim("yuserid")),
                 "username": claim("username"),
                 "remote": c.remote.to_string(),

@@ -143,45 +143,58 @@ pub async fn websocket(
     app.metrics.connections_total.fetch_add(1, Relaxed);
     app.metrics.connections_open.fetch_add(1, Relaxed);
     let (cluster, metrics) = (app.cluster.clone(), app.metrics.clone());
-    tokio::spawn(async move {
-        let stream = match fut.await {
-            Ok(ws) => ws.into_inner().into_inner(),
-            Err(e) => {
-                tracing::debug!("upgrade failed: {e}");
-                // Boxed: rare, and inline these would size every connection's task.
-                let _ = Box::pin(slot.on_close(&conn, 1006, "upgrade failed")).await;
-                Box::pin(cluster.forget(conn.id)).await;
-                metrics.connections_open.fetch_sub(1, Relaxed);
-                return;
-            }
+    // One task for the upgrade and then the session. The upgrade future is boxed so it does
+    // not size the task for the connection's whole life (captures stay in a task's layout).
+    let fut = Box::pin(fut);
+    let task = async move {
+        // Boxed: awaited once, and inline its state would size the task for the whole
+        // session. (Its own statement, so no temporary outlives it.)
+        let upgraded = Box::pin(finish_upgrade(fut, &conn, &slot, &cluster, &metrics));
+        let Some((stream, leftover)) = upgraded.await else {
+            return;
         };
-        match stream.downcast::<TokioIo<TcpStream>>() {
-            Ok(parts) => {
-                // Copy what hyper read ahead, so its larger buffer is freed.
-                let leftover = Bytes::copy_from_slice(&parts.read_buf);
-                drop(parts.read_buf);
-                // A task of its own: this one (sized for the upgrade) ends here instead of
-                // staying alive around the session (~0.6 KiB per idle connection).
-                tokio::spawn(crate::session::run(
-                    conn,
-                    slot,
-                    metrics,
-                    parts.io.into_inner(),
-                    leftover,
-                ));
-            }
-            Err(_) => {
-                tracing::error!("upgraded stream is not a TCP stream");
-                Box::pin(cluster.forget(conn.id)).await;
-                metrics.connections_open.fetch_sub(1, Relaxed);
-            }
-        }
-    });
+        crate::session::run(conn, slot, metrics, stream, leftover).await;
+    };
+    tokio::spawn(task);
     let (mut parts, _) = resp.into_parts();
     if let Some(p) = subprotocol.and_then(|p| HeaderValue::from_str(&p).ok()) {
         parts.headers.insert("sec-websocket-protocol", p);
     }
     Response::from_parts(parts, Full::new(Bytes::new()))
+}
+
+/// Waits for hyper to hand over the upgraded socket; returns it with the bytes hyper read
+/// ahead, or cleans up (plugin `on-close`, cluster) when the upgrade failed.
+async fn finish_upgrade(
+    fut: std::pin::Pin<Box<fastwebsockets::upgrade::UpgradeFut>>,
+    conn: &Arc<crate::hub::Conn>,
+    slot: &crate::plugin::PluginSlot,
+    cluster: &crate::cluster::Cluster,
+    metrics: &crate::metrics::Metrics,
+) -> Option<(TcpStream, Bytes)> {
+    let stream = match fut.await {
+        Ok(ws) => ws.into_inner().into_inner(),
+        Err(e) => {
+            tracing::debug!("upgrade failed: {e}");
+            let _ = slot.on_close(conn, 1006, "upgrade failed").await;
+            cluster.forget(conn.id).await;
+            metrics.connections_open.fetch_sub(1, Relaxed);
+            return None;
+        }
+    };
+    match stream.downcast::<TokioIo<TcpStream>>() {
+        Ok(parts) => {
+            // Copy what hyper read ahead, so its larger buffer is freed.
+            let leftover = Bytes::copy_from_slice(&parts.read_buf);
+            Some((parts.io.into_inner(), leftover))
+        }
+        Err(_) => {
+            tracing::error!("upgraded stream is not a TCP stream");
+            cluster.forget(conn.id).await;
+            metrics.connections_open.fetch_sub(1, Relaxed);
+            None
+        }
+    }
 }
 
 /// Runs the permission callback of the route's auth profile, if it has one; a denial is the

@@ -4,6 +4,7 @@
 use bytes::Bytes;
 use parking_lot::Mutex;
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::sync::Notify;
 
 /// What happened to a pushed frame.
@@ -28,10 +29,10 @@ pub struct Outbox {
     inner: Mutex<Inner>,
     max_bytes: usize,
     max_frames: usize,
-    /// Wakes the writer when frames or a close arrive.
+    /// Wakes the connection's task when frames or a close arrive.
     pub wake: Notify,
-    /// Wakes the reader (and a blocked writer) when a close is scheduled.
-    pub closing: Notify,
+    /// Set once a close is scheduled (read without the lock).
+    closing: AtomicBool,
 }
 
 impl Outbox {
@@ -46,7 +47,7 @@ impl Outbox {
             max_bytes,
             max_frames,
             wake: Notify::new(),
-            closing: Notify::new(),
+            closing: AtomicBool::new(false),
         }
     }
 
@@ -62,10 +63,9 @@ impl Outbox {
             g.frames = VecDeque::new();
             g.bytes = 0;
             g.close = Some((1008, "slow consumer: outbound queue full".into()));
+            self.closing.store(true, Ordering::Release);
             drop(g);
             self.wake.notify_one();
-            self.closing.notify_waiters();
-            self.closing.notify_one();
             return Push::Overflow;
         }
         let was_empty = g.frames.is_empty();
@@ -85,11 +85,15 @@ impl Outbox {
             return false;
         }
         g.close = Some((code, reason.to_string()));
+        self.closing.store(true, Ordering::Release);
         drop(g);
         self.wake.notify_one();
-        self.closing.notify_waiters();
-        self.closing.notify_one();
         true
+    }
+
+    /// Whether a close is scheduled.
+    pub fn is_closing(&self) -> bool {
+        self.closing.load(Ordering::Acquire)
     }
 
     /// The scheduled close, if any.
@@ -120,6 +124,7 @@ mod tests {
         assert_eq!(o.push(Bytes::from_static(b"12345")), Push::Queued);
         assert_eq!(o.push(Bytes::from_static(b"1")), Push::Overflow);
         assert_eq!(o.push(Bytes::from_static(b"1")), Push::Closed);
+        assert!(o.is_closing());
         let mut v = vec![];
         assert_eq!(o.drain(&mut v).map(|c| c.0), Some(1008));
         assert!(v.is_empty());

@@ -14,11 +14,11 @@ pub fn conn_info(c: &Conn) -> types::ConnInfo {
     types::ConnInfo {
         id: c.id,
         route: c.route.to_string(),
-        path: c.path.to_string(),
-        query: c.query.to_string(),
+        path: c.head.path().to_string(),
+        query: c.head.query().to_string(),
         headers: c
-            .headers
-            .iter()
+            .head
+            .headers()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect(),
         remote_addr: c.remote.to_string(),
