@@ -117,6 +117,23 @@ async fn tcp_connect(addr: std::net::SocketAddr) -> std::io::Result<TcpStream> {
     }
     let n = NEXT_SOURCE.fetch_add(1, Relaxed) % sources;
     let socket = tokio::net::TcpSocket::new_v4()?;
+    // Let connect() pick the port (IP_BIND_ADDRESS_NO_PORT): bind() alone treats ports in
+    // TIME_WAIT as taken, so a second storm within a minute stalled on port exhaustion, while
+    // connect() may reuse them on loopback (tcp_tw_reuse).
+    {
+        use std::os::fd::AsRawFd;
+        let one: libc::c_int = 1;
+        // SAFETY: a valid socket descriptor and a c_int option of the right size.
+        unsafe {
+            libc::setsockopt(
+                socket.as_raw_fd(),
+                libc::IPPROTO_IP,
+                libc::IP_BIND_ADDRESS_NO_PORT,
+                (&one as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            );
+        }
+    }
     socket.bind(std::net::SocketAddr::from(([127, 0, 0, 1 + n as u8], 0)))?;
     socket.connect(addr).await
 }
