@@ -48,14 +48,8 @@ pub const MAX_DEPTH: u32 = 64;
 
 // ------------------------------------------------------------------------------ encoding
 
-/// lib0 `writeVarUint`.
-pub fn write_var_uint(out: &mut Vec<u8>, mut n: u64) {
-    while n > 0x7F {
-        out.push(0x80 | (n & 0x7F) as u8);
-        n >>= 7;
-    }
-    out.push(n as u8);
-}
+/// lib0 `writeVarUint` (the gateway's own lib0 encoder).
+pub use yjs_core::lib0::write_var_uint;
 
 /// lib0 `writeVarInt` for a non-negative integer: 6 value bits and a sign bit in the first byte.
 fn write_var_int(out: &mut Vec<u8>, n: u64) {
@@ -191,8 +185,11 @@ impl<'a> Decoder<'a> {
 
     /// lib0 `readVarUint`.
     pub fn var_uint(&mut self) -> Result<u64, DecodeError> {
-        let mut n = 0u64;
-        let mut shift = 0u32;
+        self.var_rest(0, 0)
+    }
+
+    /// Reads 7-bit groups into `n` from bit `shift` on, until a byte without the high bit.
+    fn var_rest(&mut self, mut n: u64, mut shift: u32) -> Result<u64, DecodeError> {
         loop {
             let b = self.u8()?;
             if shift > 63 {
@@ -212,18 +209,7 @@ impl<'a> Decoder<'a> {
         let negative = b & 0x40 != 0;
         let mut n = (b & 0x3F) as u64;
         if b & 0x80 != 0 {
-            let mut shift = 6u32;
-            loop {
-                let b = self.u8()?;
-                if shift > 63 {
-                    return Err(DecodeError::Overflow);
-                }
-                n |= ((b & 0x7F) as u64) << shift;
-                if b < 0x80 {
-                    break;
-                }
-                shift += 7;
-            }
+            n = self.var_rest(n, 6)?;
         }
         Ok(if negative { -(n as f64) } else { n as f64 })
     }
