@@ -1,10 +1,10 @@
 //! The process's stream backend, blob store and compaction worker, opened once from the
 //! configuration at start (changing them needs a restart).
 
-use crate::config::Config;
+use crate::config::{Config, StorageKind};
 use crate::storage::Storage;
 use crate::streams::{LogOptions, MemoryStreams, RedisStreams, Streams};
-use crate::yredis::worker::Worker;
+use crate::yredis::worker::{Worker, WorkerStats};
 use anyhow::Context;
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,9 +20,61 @@ pub struct Backends {
     /// Blob storage.
     pub storage: Storage,
     /// The worker running in this process, if any.
-    pub worker: Option<Arc<Worker>>,
+    pub worker: Option<Arc<WorkerHandle>>,
     /// The worker prefixes (for stats).
     pub prefixes: Vec<String>,
+}
+
+/// The compaction worker running in this process: its counters, and its thread, which stops
+/// once the last clone of [`Backends`] is dropped.
+pub struct WorkerHandle {
+    /// Counters for `/health` and `/metrics`.
+    pub stats: Arc<WorkerStats>,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+/// Starts the worker on its low-priority thread (see `yredis::background`). On Redis it gets
+/// its own connection, made on that thread, so the replies of whole-stream reads are parsed
+/// there and never hold up the appends and reads of live rooms; likewise its own S3 or GCS
+/// client, so that no connection the serving side reuses is driven by that thread.
+fn start_worker(
+    cfg: &Config,
+    redis_url: Option<String>,
+    streams: Streams,
+    storage: Storage,
+) -> anyhow::Result<WorkerHandle> {
+    let storage = match cfg.storage.kind {
+        StorageKind::S3 | StorageKind::Gcs => {
+            Storage::open(&cfg.storage, &cfg.base_dir).context("opening [storage]")?
+        }
+        // Files need no client; memory must be the same store.
+        StorageKind::Fs | StorageKind::Memory => storage,
+    };
+    let cfg = cfg.worker.clone();
+    let stats = Arc::new(WorkerStats::default());
+    let priority = cfg.cpu_priority;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let counters = stats.clone();
+    let task = async move {
+        let streams = match redis_url {
+            None => streams,
+            Some(url) => loop {
+                match RedisStreams::connect(&url).await {
+                    Ok(s) => break Streams::Redis(s),
+                    Err(e) => {
+                        tracing::warn!("compaction worker: connecting to [redis]: {e}; retrying");
+                        tokio::time::sleep(Duration::from_secs(2)).await;
+                    }
+                }
+            },
+        };
+        let worker = Worker::new(cfg, streams, storage, counters);
+        crate::supervise::spawn("compaction worker", move || worker.clone().run());
+        let _ = stopped.await;
+    };
+    crate::yredis::background::spawn("compaction", priority, task)
+        .context("starting the compaction worker's thread")?;
+    Ok(WorkerHandle { stats, _stop: stop })
 }
 
 impl Backends {
@@ -58,19 +110,16 @@ impl Backends {
             }
         });
         let worker = if run_worker || cfg.worker.enabled {
-            // The worker reads whole streams: on Redis it gets its own connection so those
-            // replies never hold up the appends and reads of live rooms.
-            let worker_streams = match &cfg.redis {
-                Some(r) => {
-                    let url = r.resolved_url().map_err(anyhow::Error::msg)?;
-                    Streams::Redis(RedisStreams::connect(&url).await?)
-                }
-                None => streams.clone(),
+            let redis_url = match &cfg.redis {
+                Some(r) => Some(r.resolved_url().map_err(anyhow::Error::msg)?),
+                None => None,
             };
-            let w = Worker::new(cfg.worker.clone(), worker_streams, storage.clone());
-            let worker = w.clone();
-            crate::supervise::spawn("compaction worker", move || worker.clone().run());
-            Some(w)
+            Some(Arc::new(start_worker(
+                cfg,
+                redis_url,
+                streams.clone(),
+                storage.clone(),
+            )?))
         } else {
             None
         };

@@ -7,7 +7,8 @@
 # else into a fresh mktemp dir that is left behind (its path is printed on stderr).
 # exec, so the PID the runner sees is the gateway's.
 # Binary: $GATEWAY_BIN, else ${CARGO_TARGET_DIR:-/work/target}/release/gateway;
-# plugin: $YJS_WASM, else <repo>/dist/plugins/yjs_sync.wasm.
+# plugin: $YJS_WASM, else <repo>/dist/plugins/yjs_sync.wasm; the compaction worker's CPU priority:
+# $YJS_WORKER_PRIORITY (low, idle or normal; default low).
 set -euo pipefail
 PORT="${1:?usage: $0 PORT embedded|redis [REDIS_URL]}"
 MODE="${2:-embedded}"
@@ -55,6 +56,7 @@ TOML
 
 [worker]
 enabled = true
+cpu_priority = "${YJS_WORKER_PRIORITY:-low}"
 
 [plugins.yjs]
 wasm = "$WASM"

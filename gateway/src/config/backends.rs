@@ -138,6 +138,22 @@ pub struct WorkerConfig {
     pub min_message_lifetime_ms: u64,
     /// Tasks claimed per round.
     pub try_claim_count: u32,
+    /// The CPU priority of the in-process worker's thread.
+    pub cpu_priority: CpuPriority,
+}
+
+/// How the in-process worker competes with the connections for the cores.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum CpuPriority {
+    /// Like every other thread.
+    Normal,
+    /// Nice 10: about a tenth of a core's share while the connections keep the cores busy.
+    #[default]
+    Low,
+    /// Only when a core would otherwise idle (Linux `SCHED_IDLE`): the lowest latency for the
+    /// connections, but compaction can fall behind on a saturated machine.
+    Idle,
 }
 
 impl Default for WorkerConfig {
@@ -148,6 +164,7 @@ impl Default for WorkerConfig {
             task_debounce_ms: 10_000,
             min_message_lifetime_ms: 60_000,
             try_claim_count: 5,
+            cpu_priority: CpuPriority::Low,
         }
     }
 }

@@ -10,7 +10,7 @@ mod plugins;
 
 pub use auth::{AuthProfile, ExpUnit, TokenSource, parse_algorithm};
 pub use backends::{
-    RedisConfig, StorageConfig, StorageKind, StreamsConfig, WorkerConfig, redacted_url,
+    CpuPriority, RedisConfig, StorageConfig, StorageKind, StreamsConfig, WorkerConfig, redacted_url,
 };
 pub use faults::{FaultPolicy, OnFault};
 pub use limits::{LimitOverrides, Limits};
@@ -287,6 +287,30 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.contains("unknown plugin 'nope'"), "{err}");
+    }
+
+    #[test]
+    fn worker_cpu_priority() {
+        let parse = |v: &str| {
+            Config::parse(
+                &format!("[worker]\ncpu_priority = \"{v}\"\n"),
+                "p.toml",
+                Path::new("."),
+            )
+            .map(|c| c.worker.cpu_priority)
+            .map_err(|e| e.to_string())
+        };
+        assert_eq!(parse("idle"), Ok(CpuPriority::Idle));
+        assert_eq!(parse("normal"), Ok(CpuPriority::Normal));
+        assert_eq!(
+            Config::parse("", "p.toml", Path::new("."))
+                .unwrap()
+                .worker
+                .cpu_priority,
+            CpuPriority::Low
+        );
+        let err = parse("high").unwrap_err();
+        assert!(err.starts_with("p.toml:2:"), "{err}");
     }
 
     #[test]

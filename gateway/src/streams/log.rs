@@ -65,6 +65,12 @@ pub enum Record {
     },
 }
 
+/// The size of one framed record in the log: the header, the op, the key, the two numbers
+/// and the data.
+pub const fn record_len(key_len: usize, data_len: usize) -> usize {
+    HEAD + 1 + 4 + key_len + 8 + 8 + 4 + data_len
+}
+
 impl Record {
     /// Appends the record, framed with its length and checksum, to `out`.
     pub fn encode(&self, out: &mut Vec<u8>) {
@@ -79,6 +85,7 @@ impl Record {
     }
 
     fn encode_body(&self, out: &mut Vec<u8>) {
+        let start = out.len();
         let (op, key, a, b, data): (u8, &str, u64, u64, &[u8]) = match self {
             Record::Add { key, entry } => (OP_ADD, key, entry.id.ms, entry.id.seq, &entry.data),
             Record::Trim { key, min_ms } => (OP_TRIM, key, *min_ms, 0, &[]),
@@ -91,6 +98,7 @@ impl Record {
         out.extend_from_slice(&b.to_le_bytes());
         out.extend_from_slice(&(data.len() as u32).to_le_bytes());
         out.extend_from_slice(data);
+        debug_assert_eq!(out.len() - start + HEAD, record_len(key.len(), data.len()));
     }
 
     /// Decodes one record body (the part the checksum covers).

@@ -87,6 +87,8 @@ struct LogFile {
     needs_rewrite: bool,
     /// Where the rewrite thread finds the streams.
     this: Weak<Mutex<Inner>>,
+    /// Rewrites started since the log was opened.
+    rewrites: u64,
 }
 
 impl Inner {
@@ -192,7 +194,7 @@ impl MemoryStreams {
         // replay saved damaged bytes aside); only a log without checksums, or none at all, is
         // written afresh. A nearly full disk can thus still start the gateway.
         let (file, written) = if replayed.legacy || !path.exists() {
-            log::rewrite(&path, &snapshot(&inner))?
+            log::rewrite(&path, &snapshot_records(snapshot(&inner)))?
         } else {
             let file = log::open_append(&path)?;
             if replayed.dropped_bytes > 0 {
@@ -220,6 +222,7 @@ impl MemoryStreams {
                 rewriting: None,
                 broken: false,
                 needs_rewrite: false,
+                rewrites: 0,
                 this: this.clone(),
             });
             Mutex::new(inner)
@@ -490,40 +493,66 @@ impl MemoryStreams {
     }
 }
 
-fn snapshot(inner: &Inner) -> Vec<Record> {
+/// The live streams, copied under the lock: one key per stream and the entries (cheap
+/// `Bytes` clones), so that the lock is held as briefly as possible.
+type Snapshot = Vec<(String, StreamId, Vec<Entry>)>;
+
+fn snapshot(inner: &Inner) -> Snapshot {
+    inner
+        .streams
+        .iter()
+        .map(|(k, s)| (k.clone(), s.last, s.entries.iter().cloned().collect()))
+        .collect()
+}
+
+/// The records that recreate a snapshot.
+fn snapshot_records(snapshot: Snapshot) -> Vec<Record> {
     let mut out = Vec::new();
-    for (k, s) in &inner.streams {
-        for e in &s.entries {
-            out.push(Record::Add {
-                key: k.clone(),
-                entry: e.clone(),
-            });
-        }
-        if s.entries.is_empty() {
+    for (key, last, entries) in snapshot {
+        if entries.is_empty() {
             // Keep an existing-but-empty stream (and its last id) alive across restarts: an
             // add followed by a trim to nothing.
             out.push(Record::Add {
-                key: k.clone(),
+                key: key.clone(),
                 entry: Entry {
-                    id: s.last,
+                    id: last,
                     data: Bytes::new(),
                 },
             });
             out.push(Record::Trim {
-                key: k.clone(),
-                min_ms: s.last.ms + 1,
+                key,
+                min_ms: last.ms + 1,
+            });
+            continue;
+        }
+        for entry in entries {
+            out.push(Record::Add {
+                key: key.clone(),
+                entry,
             });
         }
     }
     out
 }
 
+/// The bytes the live streams take in a freshly written log.
+fn live_log_bytes(inner: &Inner) -> u64 {
+    inner
+        .streams
+        .iter()
+        .map(|(k, s)| {
+            let records = s.entries.len().max(1) as u64;
+            records * log::record_len(k.len(), 0) as u64 + s.bytes as u64
+        })
+        .sum()
+}
+
 /// Starts a rewrite of the log from the live entries once it is mostly garbage (trimmed or
-/// deleted), or at once when `force`d. The snapshot is taken here, under the lock; the file is
-/// written on its own thread, and what is committed meanwhile is appended before it replaces
-/// the log.
+/// deleted), or at once when `force`d. The snapshot is taken here, under the lock; the records
+/// are framed and written on their own thread, and what is committed meanwhile is appended
+/// before the new file replaces the log.
 fn maybe_rewrite(inner: &mut Inner, force: bool) {
-    let live: u64 = inner.streams.values().map(|s| s.bytes as u64).sum();
+    let live = live_log_bytes(inner);
     let Some(log) = inner.log.as_ref() else {
         return;
     };
@@ -531,15 +560,16 @@ fn maybe_rewrite(inner: &mut Inner, force: bool) {
         return;
     }
     let before = log.written;
-    let records = snapshot(inner);
+    let snapshot = snapshot(inner);
     let log = inner.log.as_mut().expect("checked above");
     let (path, this) = (log.path.clone(), log.this.clone());
     log.rewriting = Some(Vec::new());
     log.needs_rewrite = false;
+    log.rewrites += 1;
     tracing::info!(before, live, "stream log rewrite started");
     let spawned = std::thread::Builder::new()
         .name("stream-log-rewrite".into())
-        .spawn(move || rewrite(this, path, records, before));
+        .spawn(move || rewrite(this, path, snapshot, before));
     if let Err(e) = spawned {
         tracing::error!("cannot start the stream log rewrite: {e}");
         log.rewriting = None;
@@ -548,8 +578,9 @@ fn maybe_rewrite(inner: &mut Inner, force: bool) {
 
 /// The rewrite thread: writes the snapshot to the temporary file, then, under the lock, adds
 /// what was committed meanwhile and renames it over the log.
-fn rewrite(this: Weak<Mutex<Inner>>, path: PathBuf, records: Vec<Record>, before: u64) {
+fn rewrite(this: Weak<Mutex<Inner>>, path: PathBuf, snapshot: Snapshot, before: u64) {
     let tmp = log::temp_path(&path);
+    let records = snapshot_records(snapshot);
     let written = log::write_temp(&tmp, &records, &[]);
     drop(records);
     let Some(inner) = this.upgrade() else {
@@ -619,6 +650,34 @@ fn syncer(inner: Weak<Mutex<Inner>>, interval: Duration) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn small_entries_are_not_rewritten_until_they_are_garbage() {
+        let dir = std::env::temp_dir().join(format!("gw-memlog-{}", uuid::Uuid::new_v4()));
+        let options = LogOptions {
+            sync_interval: Duration::ZERO,
+            rewrite_min_bytes: 4096,
+        };
+        let s = MemoryStreams::open_with(&dir, options).unwrap();
+        let rewrites = || s.inner.lock().log.as_ref().unwrap().rewrites;
+        // Framing outweighs 8-byte payloads: the log is far more than twice the data, yet
+        // every record is live.
+        let key = "y:room:a-rather-long-room-name:index";
+        for i in 0..1000u64 {
+            s.add_message(key, Bytes::from(i.to_le_bytes().to_vec()))
+                .await
+                .unwrap();
+        }
+        assert_eq!(rewrites(), 0, "a log without garbage is not rewritten");
+        // Trimmed to nothing: the log is all garbage now, and the next write rewrites it.
+        let task = s.claim_tasks("y:worker", 0, 1).pop().unwrap();
+        s.trim_and_requeue("y:worker", &task, u64::MAX)
+            .await
+            .unwrap();
+        assert_eq!(rewrites(), 1);
+        assert_eq!(s.len(key), 0);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn retained_logs_return_ids_read_backwards_and_trim() {

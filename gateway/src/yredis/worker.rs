@@ -13,6 +13,9 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 use yjs_core::keys;
 
+/// Stream entries read per call while compacting.
+const READ_PAGE: usize = 250;
+
 /// Counters shown on `/health` and `/metrics`.
 #[derive(Default, Debug)]
 pub struct WorkerStats {
@@ -51,14 +54,19 @@ pub enum CompactError {
 }
 
 impl Worker {
-    /// A worker with a fresh consumer name.
-    pub fn new(cfg: WorkerConfig, streams: Streams, storage: Storage) -> Arc<Self> {
+    /// A worker with a fresh consumer name that counts into `stats`.
+    pub fn new(
+        cfg: WorkerConfig,
+        streams: Streams,
+        storage: Storage,
+        stats: Arc<WorkerStats>,
+    ) -> Arc<Self> {
         Arc::new(Self {
             cfg,
             streams,
             storage,
             consumer: uuid::Uuid::new_v4().to_string(),
-            stats: Arc::default(),
+            stats,
         })
     }
 
@@ -114,6 +122,23 @@ impl Worker {
         Ok(n)
     }
 
+    /// Reads a stream up to its newest entry at the time of the call, in pages, so that
+    /// neither Redis nor this process handles one huge reply while serving live rooms.
+    async fn read_all(&self, key: &str) -> Result<Vec<crate::streams::Entry>, CompactError> {
+        let Some(newest) = self.streams.read_back(key, StreamId::MAX, 1).await?.pop() else {
+            return Ok(Vec::new());
+        };
+        let mut all = Vec::new();
+        let mut after = StreamId::ZERO;
+        while after < newest.id {
+            let page = self.streams.read(key, after, READ_PAGE).await?;
+            let Some(last) = page.last() else { break };
+            after = last.id;
+            all.extend(page);
+        }
+        Ok(all)
+    }
+
     async fn compact(&self, prefix: &str, wk: &str, task: &Task) -> Result<(), CompactError> {
         self.stats.compactions.fetch_add(1, Relaxed);
         if self.streams.len(&task.stream).await? == 0 {
@@ -124,7 +149,9 @@ impl Worker {
         }
         let (room, docid) = keys::decode_stream_key(prefix, &task.stream)
             .map_err(|e| CompactError::Doc(format!("{}: {e}", task.stream)))?;
-        let entries = self.streams.read(&task.stream, StreamId::ZERO, 0).await?;
+        let started = std::time::Instant::now();
+        let entries = self.read_all(&task.stream).await?;
+        let (read_ms, count) = (started.elapsed().as_millis() as u64, entries.len());
         let last_id = entries.last().map_or(0, |e| e.id.ms);
         let dir = keys::storage_prefix(&room, &docid);
         let refs = self.storage.list(&dir).await?;
@@ -146,6 +173,13 @@ impl Worker {
         .await
         .map_err(|e| CompactError::Doc(e.to_string()))??;
         let (state, skipped) = built;
+        tracing::debug!(
+            stream = %task.stream,
+            entries = count,
+            read_ms,
+            built_ms = started.elapsed().as_millis() as u64,
+            "compacted"
+        );
         if skipped > 0 {
             tracing::warn!(stream = %task.stream, skipped, "stream entries skipped while compacting");
         }
@@ -199,7 +233,7 @@ mod tests {
             min_message_lifetime_ms: 0,
             ..Default::default()
         };
-        let w = Worker::new(cfg, streams.clone(), storage.clone());
+        let w = Worker::new(cfg, streams.clone(), storage.clone(), Arc::default());
         let key = keys::stream_key("y", "r 1", "index");
         let doc = yrs::Doc::new();
         let m = doc.get_or_insert_map("m");
