@@ -7,7 +7,7 @@ use crate::hub::Conn;
 use crate::metrics::Metrics;
 use crate::plugin::{self, CallError, PluginSlot};
 use crate::wire::codec::{self, Decoder, Message};
-use crate::wire::sender::{Flushed, Sender, Written};
+use crate::wire::sender::{Flushed, Preface, Sender, Written};
 use bytes::{Bytes, BytesMut};
 use std::future::Future;
 use std::pin::Pin;
@@ -34,13 +34,15 @@ pub fn keepalive() -> socket2::TcpKeepalive {
 }
 
 /// Runs an upgraded connection to its end, then reports the close to the plugin and forgets
-/// the connection (topics, presence) while the last frames and the close go out.
+/// the connection (topics, presence) while the last frames and the close go out. `preface`
+/// (the 101 and the first frames, when the handshake was answered here) is written first.
 pub fn run(
     conn: std::sync::Arc<Conn>,
     slot: std::sync::Arc<PluginSlot>,
     metrics: std::sync::Arc<Metrics>,
     stream: TcpStream,
     leftover: Bytes,
+    preface: Preface,
 ) -> impl Future<Output = ()> + Send {
     // Not entered around the whole session: it is polled on every fan-out wake-up, so it logs
     // through the span and only plugin calls run inside it.
@@ -57,7 +59,7 @@ pub fn run(
         }
         let _ = stream.set_nodelay(true);
         let _ = socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive());
-        let mut sender = Sender::default();
+        let mut sender = Sender::with_preface(preface);
         let (code, reason) = drive(
             &conn,
             &slot,

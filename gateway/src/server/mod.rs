@@ -5,6 +5,7 @@
 
 mod admin;
 mod demo;
+mod handshake;
 mod http;
 mod ops;
 mod request;
@@ -12,15 +13,19 @@ mod upgrade;
 
 use crate::app::App;
 use crate::config::RouteKind;
+use bytes::Bytes;
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::TokioTimer;
 use request::{Body, error};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
+
+/// How long a new connection may take to send its request head.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A started gateway.
 pub struct Running {
@@ -100,18 +105,37 @@ async fn accept_loop(app: Arc<App>, listener: TcpListener, mut stop: watch::Rece
             },
             _ = stop.changed() => return,
         };
-        let app = app.clone();
-        tokio::spawn(async move {
-            let svc = hyper::service::service_fn(move |req| handle(app.clone(), remote, req));
-            let conn = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(Duration::from_secs(10))
-                .serve_connection(TokioIo::new(stream), svc)
-                .with_upgrades();
-            if let Err(e) = conn.await {
-                tracing::debug!(%remote, "http connection ended: {e}");
+        tokio::spawn(connection(app.clone(), stream, remote));
+    }
+}
+
+/// Serves one accepted connection: a first request that is a WebSocket upgrade is answered
+/// directly and its session gets a task of its own (sized for the session alone); anything
+/// else is served by hyper in this task.
+async fn connection(app: Arc<App>, stream: TcpStream, remote: SocketAddr) {
+    match handshake::read_first(&stream, HEADER_READ_TIMEOUT).await {
+        handshake::First::Upgrade(req, leftover) => {
+            if let Some(accepted) =
+                upgrade::websocket_first(app, stream, remote, req, leftover).await
+            {
+                tokio::spawn(accepted.into_session());
             }
-        });
+        }
+        handshake::First::Other(read) => serve_http(app, stream, remote, read).await,
+        handshake::First::Gone => {}
+    }
+}
+
+/// Serves a connection with hyper, `read` being what was read off it already.
+async fn serve_http(app: Arc<App>, stream: TcpStream, remote: SocketAddr, read: Bytes) {
+    let svc = hyper::service::service_fn(move |req| handle(app.clone(), remote, req));
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .serve_connection(handshake::Prefixed::new(read, stream), svc)
+        .with_upgrades();
+    if let Err(e) = conn.await {
+        tracing::debug!(%remote, "http connection ended: {e}");
     }
 }
 

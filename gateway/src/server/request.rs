@@ -6,7 +6,6 @@ use crate::config::Route;
 use crate::plugin::PluginSlot;
 use bytes::Bytes;
 use http_body_util::Full;
-use hyper::body::Incoming;
 use hyper::header::{CONTENT_TYPE, HeaderValue};
 use hyper::{Request, Response, StatusCode};
 use std::sync::Arc;
@@ -30,11 +29,11 @@ pub fn error(status: StatusCode, reason: &str) -> Response<Body> {
     )
 }
 
-pub fn header<'a>(req: &'a Request<Incoming>, name: &str) -> Option<&'a str> {
+pub fn header<'a, B>(req: &'a Request<B>, name: &str) -> Option<&'a str> {
     req.headers().get(name).and_then(|v| v.to_str().ok())
 }
 
-pub fn headers(req: &Request<Incoming>) -> Vec<(String, String)> {
+pub fn headers<B>(req: &Request<B>) -> Vec<(String, String)> {
     req.headers()
         .iter()
         .filter_map(|(k, v)| {
@@ -49,10 +48,10 @@ pub fn headers(req: &Request<Incoming>) -> Vec<(String, String)> {
 pub type Authed = (Option<String>, Option<String>, Option<u64>);
 
 /// Verifies the route's token; the error is the ready 401 response.
-pub fn authenticate(
+pub fn authenticate<B>(
     live: &Live,
     route: &Route,
-    req: &Request<Incoming>,
+    req: &Request<B>,
 ) -> Result<Authed, Box<Response<Body>>> {
     let Some(profile) = &route.auth else {
         return Ok((None, None, None));

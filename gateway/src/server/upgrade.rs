@@ -1,25 +1,36 @@
 //! WebSocket upgrades: origin check, token, the y-redis permission callback, then the plugin's
-//! `on-open` before the 101; the accepted socket is handed to the session loops.
+//! `on-open` before the 101; the accepted socket is handed to the session loop. A connection's
+//! first request is answered without hyper ([`websocket_first`]); later ones through it.
 
+use super::handshake;
 use super::request::{
     Body, authenticate, error, header, headers, plugin_unavailable, serving_slot,
 };
 use crate::app::{App, Live};
-use crate::config::Route;
-use crate::hub::{Admission, ConnSpec, Refused};
-use crate::plugin::CallError;
+use crate::config::{Route, RouteKind};
+use crate::hub::{Admission, Conn, ConnSpec, Refused};
+use crate::plugin::{CallError, PluginSlot};
+use crate::wire::sender::Preface;
 use crate::yredis::permission::{self, Denied};
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::header::HeaderValue;
 use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use tokio::net::TcpStream;
 
+/// A connection the plugin accepted: what the 101 and the session need.
+struct Opened {
+    conn: Arc<Conn>,
+    slot: Arc<PluginSlot>,
+    subprotocol: Option<String>,
+}
+
+/// Answers an upgrade that arrived through hyper (after other requests on the connection):
+/// the 101 is hyper's response, and the session starts once hyper hands the socket over.
 pub async fn websocket(
     app: &Arc<App>,
     live: &Live,
@@ -27,11 +38,142 @@ pub async fn websocket(
     remote: SocketAddr,
     mut req: Request<Incoming>,
 ) -> Response<Body> {
+    let opened = match open(app, live, route, remote, &req).await {
+        Ok(o) => o,
+        Err(r) => return *r,
+    };
+    let Opened {
+        conn,
+        slot,
+        subprotocol,
+    } = opened;
+    // `open` checked the key and version, so this does not fail.
+    let (resp, fut) = match fastwebsockets::upgrade::upgrade(&mut req) {
+        Ok(x) => x,
+        Err(e) => {
+            let _ = slot.on_close(&conn, 1006, "upgrade failed").await;
+            app.cluster.forget(conn.id).await;
+            app.metrics.connections_open.fetch_sub(1, Relaxed);
+            return error(StatusCode::BAD_REQUEST, &e.to_string());
+        }
+    };
+    let (cluster, metrics) = (app.cluster.clone(), app.metrics.clone());
+    // One task for the upgrade and then the session. The upgrade future is boxed so it does
+    // not size the task for the connection's whole life (captures stay in a task's layout).
+    let fut = Box::pin(fut);
+    let task = async move {
+        // Boxed: awaited once, and inline its state would size the task for the whole
+        // session. (Its own statement, so no temporary outlives it.)
+        let upgraded = Box::pin(finish_upgrade(fut, &conn, &slot, &cluster, &metrics));
+        let Some((stream, leftover)) = upgraded.await else {
+            return;
+        };
+        crate::session::run(conn, slot, metrics, stream, leftover, Preface::default()).await;
+    };
+    tokio::spawn(task);
+    let (mut parts, _) = resp.into_parts();
+    if let Some(p) = subprotocol.and_then(|p| HeaderValue::from_str(&p).ok()) {
+        parts.headers.insert("sec-websocket-protocol", p);
+    }
+    Response::from_parts(parts, Full::new(Bytes::new()))
+}
+
+/// A connection accepted by [`websocket_first`], ready for its session.
+pub struct Accepted {
+    conn: Arc<Conn>,
+    slot: Arc<PluginSlot>,
+    metrics: Arc<crate::metrics::Metrics>,
+    stream: TcpStream,
+    leftover: Bytes,
+    preface: Preface,
+}
+
+impl Accepted {
+    /// The session, to run to its end in a task of its own.
+    pub fn into_session(self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        crate::session::run(
+            self.conn,
+            self.slot,
+            self.metrics,
+            self.stream,
+            self.leftover,
+            self.preface,
+        )
+    }
+}
+
+/// Answers an upgrade that is the connection's first request, read by
+/// [`handshake`](super::handshake): a refusal is answered and the connection closed; an
+/// accepted connection is returned with the 101 and whatever the plugin queued in `on-open`
+/// (a greeting) as its session's first write.
+pub async fn websocket_first(
+    app: Arc<App>,
+    mut stream: TcpStream,
+    remote: SocketAddr,
+    req: Box<Request<()>>,
+    leftover: Bytes,
+) -> Option<Accepted> {
+    let live = app.live();
+    let path = req.uri().path();
+    let refused = if app.draining.load(Relaxed) {
+        Err(Box::new(error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "shutting down",
+        )))
+    } else {
+        match live.config.route_for(path, RouteKind::Websocket) {
+            Some(route) => open(&app, &live, route, remote, &req).await,
+            None => Err(Box::new(error(
+                StatusCode::NOT_FOUND,
+                "no WebSocket route here",
+            ))),
+        }
+    };
+    let opened = match refused {
+        Ok(o) => o,
+        Err(resp) => {
+            handshake::respond_and_close(&mut stream, *resp).await;
+            return None;
+        }
+    };
+    let key = req
+        .headers()
+        .get("sec-websocket-key")
+        .map(|k| k.as_bytes())
+        .unwrap_or_default();
+    let mut bytes = handshake::switching_protocols(key, opened.subprotocol.as_deref());
+    let head = bytes.len();
+    let mut first = Vec::new();
+    // Only the frames: a close the plugin scheduled stays in the outbox for the session.
+    let _ = opened.conn.outbox.drain(&mut first);
+    for f in &first {
+        bytes.extend_from_slice(f);
+    }
+    Some(Accepted {
+        conn: opened.conn,
+        slot: opened.slot,
+        metrics: app.metrics.clone(),
+        stream,
+        leftover,
+        preface: Preface { bytes, head },
+    })
+}
+
+/// Everything before the 101: origin, upgrade rate, token, permission callback, the serving
+/// plugin, the WebSocket key, admission, then the plugin's `on-open`. A refusal is the ready
+/// response (and counted).
+async fn open<B>(
+    app: &Arc<App>,
+    live: &Live,
+    route: &Route,
+    remote: SocketAddr,
+    req: &Request<B>,
+) -> Result<Opened, Box<Response<Body>>> {
     let refuse = |app: &App, r: Response<Body>| {
         app.metrics.upgrades_refused.fetch_add(1, Relaxed);
-        r
+        Err(Box::new(r))
     };
-    if !route.origin_allowed(header(&req, "origin")) {
+    if !route.origin_allowed(header(req, "origin")) {
         return refuse(app, error(StatusCode::FORBIDDEN, "origin not allowed"));
     }
     let server = &live.config.server;
@@ -50,7 +192,7 @@ pub async fn websocket(
         );
         return refuse(app, r);
     }
-    let (claims, subprotocol, expires_at_ms) = match authenticate(live, route, &req) {
+    let (claims, subprotocol, expires_at_ms) = match authenticate(live, route, req) {
         Ok(x) => x,
         Err(r) => return refuse(app, *r),
     };
@@ -71,21 +213,20 @@ pub async fn websocket(
             ),
         );
     }
+    if let Err(why) = check_key(req) {
+        return refuse(app, error(StatusCode::BAD_REQUEST, why));
+    }
     let spec = ConnSpec {
         plugin: slot.shared.name.clone(),
         route: Arc::from(route.path.as_str()),
         path: req.uri().path().to_string(),
         query: req.uri().query().unwrap_or("").to_string(),
-        headers: headers(&req),
+        headers: headers(req),
         remote,
         claims,
         subprotocol: subprotocol.clone(),
         limits: route.limits.apply(live.config.limits),
         expires_at_ms,
-    };
-    let (resp, fut) = match fastwebsockets::upgrade::upgrade(&mut req) {
-        Ok(x) => x,
-        Err(e) => return refuse(app, error(StatusCode::BAD_REQUEST, &e.to_string())),
     };
     let caps = Admission {
         max_total: server.max_connections,
@@ -142,25 +283,27 @@ pub async fn websocket(
     }
     app.metrics.connections_total.fetch_add(1, Relaxed);
     app.metrics.connections_open.fetch_add(1, Relaxed);
-    let (cluster, metrics) = (app.cluster.clone(), app.metrics.clone());
-    // One task for the upgrade and then the session. The upgrade future is boxed so it does
-    // not size the task for the connection's whole life (captures stay in a task's layout).
-    let fut = Box::pin(fut);
-    let task = async move {
-        // Boxed: awaited once, and inline its state would size the task for the whole
-        // session. (Its own statement, so no temporary outlives it.)
-        let upgraded = Box::pin(finish_upgrade(fut, &conn, &slot, &cluster, &metrics));
-        let Some((stream, leftover)) = upgraded.await else {
-            return;
-        };
-        crate::session::run(conn, slot, metrics, stream, leftover).await;
-    };
-    tokio::spawn(task);
-    let (mut parts, _) = resp.into_parts();
-    if let Some(p) = subprotocol.and_then(|p| HeaderValue::from_str(&p).ok()) {
-        parts.headers.insert("sec-websocket-protocol", p);
+    Ok(Opened {
+        conn,
+        slot,
+        subprotocol,
+    })
+}
+
+/// The WebSocket handshake's own checks (RFC 6455, 4.2.1): a key, and version 13.
+fn check_key<B>(req: &Request<B>) -> Result<(), &'static str> {
+    if req.headers().get("sec-websocket-key").is_none() {
+        return Err("missing Sec-WebSocket-Key header");
     }
-    Response::from_parts(parts, Full::new(Bytes::new()))
+    if req
+        .headers()
+        .get("sec-websocket-version")
+        .map(|v| v.as_bytes())
+        != Some(b"13")
+    {
+        return Err("unsupported Sec-WebSocket-Version (13 is required)");
+    }
+    Ok(())
 }
 
 /// Waits for hyper to hand over the upgraded socket; returns it with the bytes hyper read
@@ -182,11 +325,15 @@ async fn finish_upgrade(
             return None;
         }
     };
-    match stream.downcast::<TokioIo<TcpStream>>() {
+    match stream.downcast::<handshake::Prefixed>() {
         Ok(parts) => {
-            // Copy what hyper read ahead, so its larger buffer is freed.
-            let leftover = Bytes::copy_from_slice(&parts.read_buf);
-            Some((parts.io.into_inner(), leftover))
+            // Copy what hyper read ahead, so its larger buffer is freed; bytes of the first
+            // read that hyper did not take come after it.
+            let (io, unread) = parts.io.into_parts();
+            let mut leftover = Vec::with_capacity(parts.read_buf.len() + unread.len());
+            leftover.extend_from_slice(&parts.read_buf);
+            leftover.extend_from_slice(&unread);
+            Some((io, Bytes::from(leftover)))
         }
         Err(_) => {
             tracing::error!("upgraded stream is not a TCP stream");

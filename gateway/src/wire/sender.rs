@@ -38,6 +38,20 @@ pub struct Sender {
     /// The close frame is queued behind the frames.
     close_queued: bool,
     done: bool,
+    /// Leading bytes of `buf` that are not WebSocket output (the 101), left out of the count.
+    uncounted: usize,
+    /// `buf` holds the preface: free it once written rather than keep it for coalescing.
+    release_buf: bool,
+}
+
+/// Bytes a connection writes before anything else: the 101 answering its upgrade (`head`
+/// bytes, not WebSocket output, so not counted) followed by frames already queued for it.
+#[derive(Debug, Default)]
+pub struct Preface {
+    /// The bytes, head first.
+    pub bytes: Vec<u8>,
+    /// How many leading bytes are the HTTP head.
+    pub head: usize,
 }
 
 /// Bytes and write batches a flush put on the wire, for the metrics.
@@ -50,6 +64,16 @@ pub struct Written {
 }
 
 impl Sender {
+    /// A sender whose first write is `preface`.
+    pub fn with_preface(preface: Preface) -> Self {
+        Self {
+            uncounted: preface.head.min(preface.bytes.len()),
+            release_buf: !preface.bytes.is_empty(),
+            buf: preface.bytes,
+            ..Self::default()
+        }
+    }
+
     /// Whether the close has been written and the socket shut down (or writing was given up).
     pub fn is_done(&self) -> bool {
         self.done
@@ -73,7 +97,9 @@ impl Sender {
                     Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                     Ok(n) => {
                         self.buf_at += n;
-                        out.bytes += n;
+                        let skip = n.min(self.uncounted);
+                        self.uncounted -= skip;
+                        out.bytes += n - skip;
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Flushed::Blocked),
                     Err(e) => return Err(e),
@@ -187,8 +213,9 @@ impl Sender {
         if self.frames.capacity() > 256 {
             self.frames = Vec::new();
         }
-        if self.buf.capacity() > COALESCE_BYTES {
+        if self.buf.capacity() > COALESCE_BYTES || self.release_buf {
             self.buf = Vec::new();
+            self.release_buf = false;
         }
     }
 }
