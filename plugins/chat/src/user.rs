@@ -2,6 +2,16 @@
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use serde_json::value::RawValue;
+
+/// The claims a chat user is read from (a JSON object; other members are ignored).
+#[derive(Deserialize)]
+struct Claims<'a> {
+    #[serde(borrow, default)]
+    sub: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    username: Option<&'a RawValue>,
+}
 
 /// A chat user: the JWT `sub` and display name.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -19,14 +29,21 @@ impl User {
     /// `username` falls back to `sub` when missing, empty or not a string.
     pub fn from_claims(claims: Option<&str>) -> Result<User, &'static str> {
         let claims = claims.ok_or("no token claims")?;
-        let claims: Value = serde_json::from_str(claims).map_err(|_| "claims are not JSON")?;
-        let user_id = match claims.get("sub") {
-            Some(Value::String(s)) if !s.is_empty() => s.clone(),
-            Some(Value::Number(n)) => n.to_string(),
+        // Only the two claims this plugin reads, borrowed; the rest are skipped unparsed.
+        let claims: Claims<'_> = serde_json::from_str(claims).map_err(|_| "claims are not JSON")?;
+        let user_id = match claims
+            .sub
+            .map(|raw| serde_json::from_str::<Value>(raw.get()))
+        {
+            Some(Ok(Value::String(s))) if !s.is_empty() => s,
+            Some(Ok(Value::Number(n))) => n.to_string(),
             _ => return Err("token has no `sub` claim"),
         };
-        let username = match claims.get("username") {
-            Some(Value::String(s)) if !s.is_empty() => s.clone(),
+        let username = match claims
+            .username
+            .map(|raw| serde_json::from_str::<Value>(raw.get()))
+        {
+            Some(Ok(Value::String(s))) if !s.is_empty() => s,
             _ => user_id.clone(),
         };
         Ok(User { user_id, username })
