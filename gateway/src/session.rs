@@ -11,6 +11,7 @@ use crate::wire::sender::{Flushed, Preface, Sender, Written};
 use bytes::{Bytes, BytesMut};
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::OnceLock;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 use tokio::net::TcpStream;
@@ -44,11 +45,10 @@ pub fn run(
     leftover: Bytes,
     preface: Preface,
 ) -> impl Future<Output = ()> + Send {
-    // Not entered around the whole session: it is polled on every fan-out wake-up, so it logs
-    // through the span and only plugin calls run inside it.
-    let span =
-        tracing::info_span!("conn", id = conn.id, remote = %conn.remote, route = %conn.route);
     async move {
+        // Not entered around the whole session: it is polled on every fan-out wake-up, so it
+        // logs through the span and only plugin calls run inside it. Made on first use.
+        let span = OnceLock::new();
         // hyper's finished connection task left its waker in the socket's readiness slots,
         // which keeps that task's memory (~0.9 KiB) alive for the connection's life: put a
         // no-op waker there instead (this session waits through `readable()`/`writable()`).
@@ -71,7 +71,7 @@ pub fn run(
         )
         .await;
         conn.outbox.close(code, &reason);
-        tracing::debug!(parent: &span, code, reason = %reason, "connection closed");
+        tracing::debug!(parent: conn_span(&span, &conn), code, reason = %reason, "connection closed");
         // Boxed: awaited once, at the end; inline it would size every idle connection's task.
         let tail = Box::pin(async {
             let closed = async {
@@ -81,13 +81,22 @@ pub fn run(
                 slot.shared.cluster.forget(conn.id).await;
             };
             tokio::join!(
-                closed.instrument(span.clone()),
+                closed.instrument(conn_span(&span, &conn).clone()),
                 finish_writes(&conn, &stream, &mut sender, &metrics)
             );
         });
         tail.await;
         metrics.connections_open.fetch_sub(1, Relaxed);
     }
+}
+
+/// The connection's `tracing` span (id, remote address, route), made the first time the
+/// connection logs or calls its plugin: one held by every idle connection would cost ~0.5 KiB
+/// each in the subscriber's registry.
+fn conn_span<'a>(cell: &'a OnceLock<Span>, conn: &Conn) -> &'a Span {
+    cell.get_or_init(
+        || tracing::info_span!("conn", id = conn.id, remote = %conn.remote, route = %conn.route),
+    )
 }
 
 /// The connection's loop until its read side ends (the peer's close, end of stream, a
@@ -100,7 +109,7 @@ async fn drive(
     leftover: Bytes,
     metrics: &Metrics,
     sender: &mut Sender,
-    span: &Span,
+    span: &OnceLock<Span>,
 ) -> (u16, String) {
     let mut buf = BytesMut::from(&leftover[..]);
     drop(leftover);
@@ -149,7 +158,7 @@ async fn drive(
                 Ok(None) => break,
                 Err(e) => {
                     metrics.protocol_closes.fetch_add(1, Relaxed);
-                    tracing::info!(parent: span, code = e.close_code(), "closing connection: {e}");
+                    tracing::info!(parent: conn_span(span, conn), code = e.close_code(), "closing connection: {e}");
                     conn.outbox.close(e.close_code(), &e.to_string());
                     return (e.close_code(), e.to_string());
                 }
@@ -183,7 +192,7 @@ async fn drive(
             };
             if let Err(why) = rate.admit(len, std::time::Instant::now()) {
                 metrics.rate_limited.fetch_add(1, Relaxed);
-                tracing::info!(parent: span, code = 1008, "closing connection: {why}");
+                tracing::info!(parent: conn_span(span, conn), code = 1008, "closing connection: {why}");
                 conn.outbox.close(1008, why);
                 return (1008, why.to_string());
             }
@@ -191,7 +200,7 @@ async fn drive(
             // Boxed so the call's state lives on the heap only while a frame is in the plugin;
             // inline it would size every idle connection's task.
             call = Some(Box::pin(
-                call_frame(slot, conn, frame).instrument(span.clone()),
+                call_frame(slot, conn, frame).instrument(conn_span(span, conn).clone()),
             ));
         }
         // Release the buffer while idle so parked connections hold no read memory.
@@ -225,7 +234,7 @@ async fn drive(
                 if let Err(e) = r {
                     if slot.keeps_connection(&e) {
                         tracing::warn!(
-                            parent: span,
+                            parent: conn_span(span, conn),
                             "plugin failed on a frame, connection kept by fault policy: {e}"
                         );
                     } else {
@@ -233,7 +242,7 @@ async fn drive(
                             CallError::Busy => 1013,
                             _ => 1011,
                         };
-                        tracing::warn!(parent: span, code, "closing connection after plugin failure: {e}");
+                        tracing::warn!(parent: conn_span(span, conn), code, "closing connection after plugin failure: {e}");
                         conn.outbox.close(code, "plugin error");
                         return (code, "plugin error".into());
                     }
@@ -249,13 +258,13 @@ async fn drive(
             _ = &mut tick, if closing_since.is_none() => {
                 let now = crate::clock::now_ms();
                 if conn.expires_at_ms.is_some_and(|e| now >= e) {
-                    tracing::info!(parent: span, "token expired");
+                    tracing::info!(parent: conn_span(span, conn), "token expired");
                     conn.outbox.close(4001, "token expired");
                 } else if Instant::now() >= next_ping {
                     next_ping = Instant::now() + ping_every;
                     let silent = now.saturating_sub(conn.last_seen_ms.load(Relaxed));
                     if silent >= idle_ms {
-                        tracing::info!(parent: span, silent_ms = silent, "idle timeout");
+                        tracing::info!(parent: conn_span(span, conn), silent_ms = silent, "idle timeout");
                         conn.outbox.close(1001, "idle timeout");
                     } else {
                         conn.outbox.push(codec::encode(codec::op::PING, b""));
