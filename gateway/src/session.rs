@@ -37,57 +37,55 @@ pub fn keepalive() -> socket2::TcpKeepalive {
 /// Runs an upgraded connection to its end, then reports the close to the plugin and forgets
 /// the connection (topics, presence) while the last frames and the close go out. `preface`
 /// (the 101 and the first frames, when the handshake was answered here) is written first.
-pub fn run(
+pub async fn run(
     conn: std::sync::Arc<Conn>,
     slot: std::sync::Arc<PluginSlot>,
     metrics: std::sync::Arc<Metrics>,
     stream: TcpStream,
     leftover: Bytes,
     preface: Preface,
-) -> impl Future<Output = ()> + Send {
-    async move {
-        // Not entered around the whole session: it is polled on every fan-out wake-up, so it
-        // logs through the span and only plugin calls run inside it. Made on first use.
-        let span = OnceLock::new();
-        // hyper's finished connection task left its waker in the socket's readiness slots,
-        // which keeps that task's memory (~0.9 KiB) alive for the connection's life: put a
-        // no-op waker there instead (this session waits through `readable()`/`writable()`).
-        {
-            let mut noop = std::task::Context::from_waker(std::task::Waker::noop());
-            let _ = stream.poll_read_ready(&mut noop);
-            let _ = stream.poll_write_ready(&mut noop);
-        }
-        let _ = stream.set_nodelay(true);
-        let _ = socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive());
-        let mut sender = Sender::with_preface(preface);
-        let (code, reason) = drive(
-            &conn,
-            &slot,
-            &stream,
-            leftover,
-            &metrics,
-            &mut sender,
-            &span,
-        )
-        .await;
-        conn.outbox.close(code, &reason);
-        tracing::debug!(parent: conn_span(&span, &conn), code, reason = %reason, "connection closed");
-        // Boxed: awaited once, at the end; inline it would size every idle connection's task.
-        let tail = Box::pin(async {
-            let closed = async {
-                if let Err(e) = slot.on_close(&conn, code, &reason).await {
-                    tracing::warn!("on-close failed: {e}");
-                }
-                slot.shared.cluster.forget(conn.id).await;
-            };
-            tokio::join!(
-                closed.instrument(conn_span(&span, &conn).clone()),
-                finish_writes(&conn, &stream, &mut sender, &metrics)
-            );
-        });
-        tail.await;
-        metrics.connections_open.fetch_sub(1, Relaxed);
+) {
+    // Not entered around the whole session: it is polled on every fan-out wake-up, so it
+    // logs through the span and only plugin calls run inside it. Made on first use.
+    let span = OnceLock::new();
+    // hyper's finished connection task left its waker in the socket's readiness slots,
+    // which keeps that task's memory (~0.9 KiB) alive for the connection's life: put a
+    // no-op waker there instead (this session waits through `readable()`/`writable()`).
+    {
+        let mut noop = std::task::Context::from_waker(std::task::Waker::noop());
+        let _ = stream.poll_read_ready(&mut noop);
+        let _ = stream.poll_write_ready(&mut noop);
     }
+    let _ = stream.set_nodelay(true);
+    let _ = socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive());
+    let mut sender = Sender::with_preface(preface);
+    let (code, reason) = drive(
+        &conn,
+        &slot,
+        &stream,
+        leftover,
+        &metrics,
+        &mut sender,
+        &span,
+    )
+    .await;
+    conn.outbox.close(code, &reason);
+    tracing::debug!(parent: conn_span(&span, &conn), code, reason = %reason, "connection closed");
+    // Boxed: awaited once, at the end; inline it would size every idle connection's task.
+    let tail = Box::pin(async {
+        let closed = async {
+            if let Err(e) = slot.on_close(&conn, code, &reason).await {
+                tracing::warn!("on-close failed: {e}");
+            }
+            slot.shared.cluster.forget(conn.id).await;
+        };
+        tokio::join!(
+            closed.instrument(conn_span(&span, &conn).clone()),
+            finish_writes(&conn, &stream, &mut sender, &metrics)
+        );
+    });
+    tail.await;
+    metrics.connections_open.fetch_sub(1, Relaxed);
 }
 
 /// The connection's `tracing` span (id, remote address, route), made the first time the
