@@ -112,6 +112,42 @@ struct Inbound<'a> {
     to_user_id: Option<&'a RawValue>,
 }
 
+/// Whether JSON text (already valid apart from this) has a `\uD800`-`\uDFFF` escape that is
+/// not a high surrogate directly followed by a low one.
+fn has_lone_surrogate(json: &str) -> bool {
+    let b = json.as_bytes();
+    let hex = |at: usize| {
+        b.get(at..at + 4)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u16::from_str_radix(h, 16).ok())
+    };
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] != b'\\' {
+            i += 1;
+            continue;
+        }
+        if b.get(i + 1) != Some(&b'u') {
+            i += 2;
+            continue;
+        }
+        match hex(i + 2) {
+            Some(0xD800..=0xDBFF) => {
+                let trail = (b.get(i + 6) == Some(&b'\\') && b.get(i + 7) == Some(&b'u'))
+                    .then(|| hex(i + 8))
+                    .flatten();
+                if !matches!(trail, Some(0xDC00..=0xDFFF)) {
+                    return true;
+                }
+                i += 12;
+            }
+            Some(0xDC00..=0xDFFF) => return true,
+            _ => i += 6,
+        }
+    }
+    false
+}
+
 /// Message types only the server may send.
 const SERVER_ONLY: [&str; 5] = [
     "system_message",
@@ -141,6 +177,14 @@ pub fn parse_request(text: &str) -> Result<Request<'_>, ClientError> {
         .and_then(|raw| serde_json::from_str(raw.get()).ok())
         .ok_or_else(|| ClientError::new("invalid_message", "`message_type` must be a string"))?;
     let data = inbound.data;
+    // `data` is forwarded verbatim, so it must be JSON every receiver can read: a `\u` escape
+    // of half a surrogate pair parses loosely here but is refused by strict parsers.
+    if data.is_some_and(|d| has_lone_surrogate(d.get())) {
+        return Err(ClientError::new(
+            "invalid_message",
+            "`data` contains an unpaired UTF-16 surrogate escape",
+        ));
+    }
     match message_type.as_str() {
         "text" | "notification" => {
             let to_user_id = match inbound.to_user_id {
@@ -180,6 +224,28 @@ fn truncate(s: &str, max: usize) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unpaired_surrogate_escapes_in_data_are_refused() {
+        for bad in [
+            r#"{"message_type":"text","data":"\uda62P"}"#,
+            r#"{"message_type":"text","data":{"k\ud800":1}}"#,
+            r#"{"message_type":"text","data":"\udc00"}"#,
+            r#"{"message_type":"ping","data":"x\ud83d"}"#,
+            r#"{"message_type":"text","data":"\ud83d\u0041"}"#,
+        ] {
+            let e = parse_request(bad)
+                .err()
+                .unwrap_or_else(|| panic!("accepted {bad}"));
+            assert_eq!(e.code, "invalid_message", "{bad}");
+        }
+        for good in [
+            r#"{"message_type":"text","data":"\ud83d\ude00 \\ud800 \u00e9"}"#,
+            r#"{"message_type":"text","data":{"a":"\\","b":"\\\\u"}}"#,
+        ] {
+            assert!(parse_request(good).is_ok(), "{good}");
+        }
+    }
     use serde_json::{Value, json};
 
     fn code(text: &str) -> &'static str {
