@@ -83,6 +83,7 @@ pub async fn run(
             closed.instrument(conn_span(&span, &conn).clone()),
             finish_writes(&conn, &stream, &mut sender, &metrics)
         );
+        drain_until_end(&stream).await;
     });
     tail.await;
     metrics.connections_open.fetch_sub(1, Relaxed);
@@ -317,6 +318,30 @@ async fn finish_writes(conn: &Conn, io: &TcpStream, sender: &mut Sender, metrics
         }
     }
     sender.give_up(io);
+}
+
+/// After the close went out, reads and discards what the peer still sends until it closes its
+/// side (or CLOSE_GRACE passes): closing a socket with unread input makes the kernel send a
+/// reset, which can destroy the close frame before the peer reads it.
+async fn drain_until_end(io: &TcpStream) {
+    let give_up_at = Instant::now() + CLOSE_GRACE;
+    let mut sink = [0u8; 4096];
+    // A peer that keeps sending after the close gets the reset after 256 KiB.
+    let mut reads_left = 64;
+    loop {
+        match io.try_read(&mut sink) {
+            Ok(0) => return,
+            Ok(_) if reads_left == 0 => return,
+            Ok(_) => reads_left -= 1,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                match tokio::time::timeout_at(give_up_at, io.readable()).await {
+                    Ok(Ok(())) => {}
+                    _ => return,
+                }
+            }
+            Err(_) => return,
+        }
+    }
 }
 
 /// The close code to report when the socket ended: ours if we closed, else 1006.
