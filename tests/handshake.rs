@@ -69,6 +69,18 @@ fn assert_switching(head: &[u8]) {
     );
 }
 
+/// Reads the 101, the chat greeting and the echo of our 1000 close, in that order.
+async fn expect_greeting_then_close_echo(s: &mut TcpStream) {
+    let mut got = Vec::new();
+    read_until(s, &mut got, |g| {
+        head_end(g).is_some_and(|e| contains(&g[e..], &[0x88, 0x02, 0x03, 0xE8]))
+    })
+    .await;
+    let end = head_end(&got).unwrap();
+    assert_switching(&got[..end]);
+    assert!(contains(&got[end..], b"system_message"));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_101_and_the_greeting_arrive_in_one_read() {
     let gw = Gateway::start(chat_config(None));
@@ -120,15 +132,7 @@ async fn a_head_in_pieces_with_a_frame_behind_it_is_read_whole() {
     let mut rest = b.to_vec();
     rest.extend_from_slice(&close_frame());
     s.write_all(&rest).await.unwrap();
-    let mut got = Vec::new();
-    // Head, greeting, then the close echoed: read to the end of the stream.
-    read_until(&mut s, &mut got, |g| {
-        head_end(g).is_some_and(|e| contains(&g[e..], &[0x88, 0x02, 0x03, 0xE8]))
-    })
-    .await;
-    let end = head_end(&got).unwrap();
-    assert_switching(&got[..end]);
-    assert!(contains(&got[end..], b"system_message"));
+    expect_greeting_then_close_echo(&mut s).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -162,12 +166,5 @@ async fn an_upgrade_after_a_plain_request_on_one_connection() {
     let mut req = upgrade_request(&format!("/ws?token={token}")).into_bytes();
     req.extend_from_slice(&close_frame());
     s.write_all(&req).await.unwrap();
-    let mut got = Vec::new();
-    read_until(&mut s, &mut got, |g| {
-        head_end(g).is_some_and(|e| contains(&g[e..], &[0x88, 0x02, 0x03, 0xE8]))
-    })
-    .await;
-    let end = head_end(&got).unwrap();
-    assert_switching(&got[..end]);
-    assert!(contains(&got[end..], b"system_message"));
+    expect_greeting_then_close_echo(&mut s).await;
 }
